@@ -1,0 +1,275 @@
+"""``prune()``: the iterative loop of Algorithm 1 (Tanaka et al. 2020)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Iterable, Sequence
+from fractions import Fraction
+from typing import Any, Literal, get_args
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lightning_synflow.pruning.inputs import ExampleInput, validate_example_input
+from lightning_synflow.pruning.masks import Schedule, Scope, exact_fraction, prune_count, schedule_densities, select_to_prune
+from lightning_synflow.pruning.scores import (
+    Batch,
+    LossFn,
+    SynFlowScorer,
+    grasp_scores,
+    magnitude_scores,
+    random_scores,
+    snip_scores,
+)
+from lightning_synflow.pruning.targets import select_prunable
+from lightning_synflow.pruning.workspace import ScoringWorkspace
+
+Method = Literal["synflow", "magnitude", "random", "snip", "grasp"]
+METHODS: tuple[str, ...] = get_args(Method)
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+SCOPES: tuple[str, ...] = get_args(Scope)
+DATA_METHODS = ("snip", "grasp")
+
+#: Fraction of exactly-zero scores above which ``prune`` warns that masks among them are arbitrary.
+ZERO_SCORE_WARNING_FRACTION = 0.01
+
+
+def default_iterations(method: str) -> int:
+    """The paper's setting: 100 iterations for SynFlow, 1 (single shot) for every baseline."""
+    return 100 if method == "synflow" else 1
+
+
+def resolve_density(sparsity: float | None, compression: float | None) -> Fraction:
+    """Validate ``sparsity`` / ``compression`` (exactly one) and return the density kept, exactly.
+
+    Raises:
+        ValueError: both or neither given, or a value out of range.
+        TypeError: a value that is not a real number.
+    """
+    if (sparsity is None) == (compression is None):
+        raise ValueError(
+            "Give exactly one of `sparsity` (fraction of weights removed, 0 <= sparsity < 1) and "
+            f"`compression` (ratio kept 1/density, >= 1); got sparsity={sparsity!r}, compression={compression!r}."
+        )
+    name, value = ("sparsity", sparsity) if sparsity is not None else ("compression", compression)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number, got {type(value).__name__} {value!r}.")
+    if name == "sparsity":
+        if not 0 <= value < 1:
+            raise ValueError(f"`sparsity` must satisfy 0 <= sparsity < 1 (fraction of weights removed), got {value!r}.")
+        return 1 - exact_fraction(value)
+    if not (math.isfinite(value) and value >= 1):
+        raise ValueError(f"`compression` must be a finite number >= 1 (10**2 keeps 1% of weights), got {value!r}.")
+    return 1 / exact_fraction(value)
+
+
+def validate_choices(method: str, schedule: str, scope: str, iterations: int | None) -> int:
+    """Validate the loop options and return the iteration count (default by method)."""
+    for name, value, allowed in (("method", method, METHODS), ("schedule", schedule, SCHEDULES), ("scope", scope, SCOPES)):
+        if value not in allowed:
+            raise ValueError(f"`{name}` must be one of {list(allowed)}, got {value!r}.")
+    if iterations is None:
+        return default_iterations(method)
+    if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or iterations < 1:
+        raise ValueError(f"`iterations` must be an integer >= 1, got {iterations!r}.")
+    return int(iterations)
+
+
+def _check_weights(prunable: dict[str, nn.Parameter]) -> None:
+    for name, param in prunable.items():
+        if not bool(torch.isfinite(param.detach()).all()):
+            raise ValueError(f"Parameter {name!r} holds NaN or infinite values; pruning needs finite weights.")
+
+
+def _warn_zero_scores(names: Sequence[str], scores: Sequence[torch.Tensor]) -> None:
+    zeros = [int((s == 0).sum()) for s in scores]
+    total = sum(s.numel() for s in scores)
+    if sum(zeros) == total:
+        raise ValueError(
+            "Every SynFlow score is exactly zero, so no weight can be ranked above another: the synaptic flow "
+            "R = 0 because something cuts every path from input to output (a zero-initialized layer, "
+            "a zero weight tensor, or an activation with zero gradient). Initialize the model before pruning, or "
+            "exclude the zero layers with `exclude`."
+        )
+    fraction = sum(zeros) / total
+    if fraction > ZERO_SCORE_WARNING_FRACTION:
+        worst = sorted(zip(names, zeros, scores), key=lambda item: -item[1] / item[2].numel())[:5]
+        layers = ", ".join(f"{name} ({count / s.numel():.0%})" for name, count, s in worst if count)
+        warnings.warn(
+            f"{fraction:.1%} of the prunable weights have a SynFlow score of exactly zero, so the mask among them "
+            f"is arbitrary (ties). Layers with most zero scores: {layers}. Typical causes: zero-initialized layers "
+            "(e.g. the last BatchNorm of residual blocks, a zero-init head) or saturating activations (ReLU6, "
+            "hardswish).",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+def prune(
+    model: nn.Module,
+    *,
+    sparsity: float | None = None,
+    compression: float | None = None,
+    method: Method = "synflow",
+    iterations: int | None = None,
+    schedule: Schedule = "exponential",
+    scope: Scope = "global",
+    parameters: str | Sequence[str] | None = None,
+    exclude: str | Sequence[str] | None = None,
+    example_input: ExampleInput | None = None,
+    batches: Iterable[Batch] | None = None,
+    loss_fn: LossFn | None = None,
+    seed: int | None = None,
+    progress: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Prune ``model`` in place at initialization and return its masks.
+
+    Args:
+        model: the network; its prunable weights' pruned entries are set to exactly 0.
+        sparsity: fraction of prunable weights removed, ``0 <= sparsity < 1``.
+        compression: ratio ``1 / density >= 1`` (``10**2`` keeps 1%); exclusive with ``sparsity``.
+        method: ``"synflow"``, ``"magnitude"``, ``"random"``, ``"snip"`` or ``"grasp"``.
+        iterations: prune iterations; default 100 for SynFlow, 1 for the baselines.
+        schedule: density schedule over iterations, ``"exponential"`` or ``"linear"``.
+        scope: ``"global"`` (one threshold) or ``"local"`` (per tensor).
+        parameters: glob patterns over ``named_parameters()`` names; default every Conv/Linear weight.
+        exclude: glob patterns removed from the prunable set.
+        example_input: batch-shaped tensor, tuple or dict (values unused); needed by SynFlow.
+        batches: iterable of ``(inputs, targets)``; needed by SNIP and GraSP (read once, kept).
+        loss_fn: loss for SNIP/GraSP; default cross-entropy.
+        seed: seed for the random method (None uses torch's global generator).
+        progress: show a progress bar over iterations.
+
+    Returns:
+        Boolean masks (True = kept) keyed by qualified parameter name.
+
+    Raises:
+        ValueError: an argument out of its allowed values (named in the message), non-finite weights
+            or scores, or scores that are all zero. Nothing in the model changes in that case.
+        TypeError: an argument of the wrong type.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+        >>> masks = prune(net, sparsity=0.9, example_input=torch.zeros(1, 8))
+        >>> sum(int(m.sum()) for m in masks.values())
+        16
+    """
+    density = resolve_density(sparsity, compression)
+    n_iterations = validate_choices(method, schedule, scope, iterations)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"`seed` must be an integer or None, got {seed!r}.")
+    if method == "synflow":
+        if example_input is None:
+            raise ValueError(
+                "method='synflow' needs `example_input`: a tensor (or tuple/dict of tensors) shaped like a batch, "
+                "e.g. torch.zeros(1, 3, 32, 32); only its shape is used."
+            )
+        validate_example_input(example_input)
+    batch_list: list[Batch] = []
+    if method in DATA_METHODS:
+        if batches is None:
+            raise ValueError(f"method={method!r} needs `batches`: an iterable of (inputs, targets), e.g. a DataLoader.")
+        batch_list = list(batches)
+        if not batch_list:
+            raise ValueError("`batches` is empty: SNIP and GraSP need at least one (inputs, targets) batch.")
+    prunable = select_prunable(model, parameters, exclude)
+    _check_weights(prunable)
+    return _run(model, prunable, density, method, n_iterations, schedule, scope, example_input, batch_list,
+                loss_fn or F.cross_entropy, seed, progress)
+
+
+def _run(
+    model: nn.Module,
+    prunable: dict[str, nn.Parameter],
+    density: Fraction,
+    method: str,
+    iterations: int,
+    schedule: str,
+    scope: str,
+    example_input: ExampleInput | None,
+    batches: list[Batch],
+    loss_fn: LossFn,
+    seed: int | None,
+    progress: bool,
+) -> dict[str, torch.Tensor]:
+    names = list(prunable)
+    params = list(prunable.values())
+    sizes = [p.numel() for p in params]
+    total = sum(sizes)
+    device = params[0].device
+    alive_flat = torch.ones(total, dtype=torch.bool, device=device)
+    alive = [view.view_as(p) for view, p in zip(alive_flat.split(sizes), params)]
+    final_count = prune_count(density, total)
+    if final_count == 0:
+        return dict(zip(names, alive))
+
+    workspace = ScoringWorkspace(model, prunable)
+    completed = False
+    try:
+        score = _scorer(workspace, method, example_input, batches, loss_fn, seed, alive)
+        steps = schedule_densities(density, iterations, schedule)
+        pruned = [0] * len(params)
+        flat = torch.empty(0)
+        for step, step_density in enumerate(_progress(steps, progress, method)):
+            scores = score()
+            dtype = torch.promote_types(torch.float32, scores[0].dtype)
+            if flat.dtype != dtype or flat.numel() != total:
+                flat = torch.empty(total, dtype=dtype, device=device)
+            torch.cat([s.reshape(-1) for s in scores], out=flat)
+            del scores
+            if not torch.isfinite(flat.sum()):
+                raise ValueError(f"{method} produced NaN or infinite scores; check the model and inputs.")
+            if step == 0 and method == "synflow":
+                _warn_zero_scores(names, flat.split(sizes))
+            last = step == len(steps) - 1
+            if scope == "global":
+                newly = select_to_prune(flat, alive_flat, sum(pruned), prune_count(step_density, total), not last,
+                                        final_count)
+            else:
+                newly = torch.cat([
+                    select_to_prune(s, m, already, prune_count(step_density, size), not last, prune_count(density, size))
+                    for s, m, already, size in zip(flat.split(sizes), alive_flat.split(sizes), pruned, sizes)
+                ])
+            alive_flat &= ~newly
+            newly_views = [view.view_as(p) for view, p in zip(newly.split(sizes), params)]
+            workspace.zero(dict(zip(names, newly_views)))
+            pruned = [size - int(torch.count_nonzero(m)) for m, size in zip(alive, sizes)]
+        completed = True
+    finally:
+        workspace.restore(dict(zip(names, alive)) if completed else None)
+    return dict(zip(names, alive))
+
+
+def _scorer(
+    workspace: ScoringWorkspace,
+    method: str,
+    example_input: ExampleInput | None,
+    batches: list[Batch],
+    loss_fn: LossFn,
+    seed: int | None,
+    alive: list[torch.Tensor],
+) -> Any:
+    params = list(workspace.prunable.values())
+    if method == "synflow":
+        assert example_input is not None
+        return SynFlowScorer(workspace, example_input)
+    if method == "magnitude":
+        return lambda: magnitude_scores(params)
+    if method == "random":
+        generator = None if seed is None else torch.Generator().manual_seed(int(seed))
+        return lambda: random_scores(params, alive, generator)
+    dtype = params[0].dtype if params[0].dtype in (torch.float32, torch.float64) else torch.float32
+    workspace.cast(dtype)
+    scorer = snip_scores if method == "snip" else grasp_scores
+    return lambda: scorer(workspace.model, params, batches, loss_fn, dtype)
+
+
+def _progress(steps: list[Fraction], enabled: bool, method: str) -> Iterable[Fraction]:
+    if not enabled:
+        return steps
+    from tqdm.auto import tqdm
+
+    return tqdm(steps, desc=f"Pruning ({method})", unit="it")
