@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from fractions import Fraction
 from typing import Any, Literal, get_args
 
@@ -14,7 +14,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from lightning_synflow.pruning.inputs import ExampleInput, validate_example_input
-from lightning_synflow.pruning.masks import Schedule, Scope, exact_fraction, prune_count, schedule_densities, select_to_prune
+from lightning_synflow.pruning.masks import (
+    Schedule,
+    Scope,
+    exact_fraction,
+    prune_count,
+    schedule_densities,
+    select_to_prune,
+)
 from lightning_synflow.pruning.scores import (
     Batch,
     LossFn,
@@ -27,6 +34,7 @@ from lightning_synflow.pruning.scores import (
 from lightning_synflow.pruning.targets import select_prunable
 from lightning_synflow.pruning.workspace import ScoringWorkspace
 
+IterationHook = Callable[[int, dict[str, torch.Tensor]], None]
 Method = Literal["synflow", "magnitude", "random", "snip", "grasp"]
 METHODS: tuple[str, ...] = get_args(Method)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
@@ -124,6 +132,7 @@ def prune(
     loss_fn: LossFn | None = None,
     seed: int | None = None,
     progress: bool = False,
+    on_iteration: IterationHook | None = None,
 ) -> dict[str, torch.Tensor]:
     """Prune ``model`` in place at initialization and return its masks.
 
@@ -142,6 +151,8 @@ def prune(
         loss_fn: loss for SNIP/GraSP; default cross-entropy.
         seed: seed for the random method (None uses torch's global generator).
         progress: show a progress bar over iterations.
+        on_iteration: called after each iteration with its number (1-based) and the current masks
+            (read-only views); raising from it aborts pruning and leaves the model unchanged.
 
     Returns:
         Boolean masks (True = kept) keyed by qualified parameter name.
@@ -159,6 +170,49 @@ def prune(
     """
     density = resolve_density(sparsity, compression)
     n_iterations = validate_choices(method, schedule, scope, iterations)
+    prunable, batch_list = _validate_inputs(model, method, parameters, exclude, example_input, batches, seed)
+    return _run(model, prunable, density, method, n_iterations, schedule, scope, example_input, batch_list,
+                loss_fn or F.cross_entropy, seed, progress, on_iteration)
+
+
+def score(
+    model: nn.Module,
+    *,
+    method: Method = "synflow",
+    parameters: str | Sequence[str] | None = None,
+    exclude: str | Sequence[str] | None = None,
+    example_input: ExampleInput | None = None,
+    batches: Iterable[Batch] | None = None,
+    loss_fn: LossFn | None = None,
+    seed: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Score every prunable weight once, without pruning; the model is left exactly as it was.
+
+    Arguments are those of :func:`prune`. Lower scores would be pruned first.
+
+    Returns:
+        Score tensors keyed by qualified parameter name.
+    """
+    validate_choices(method, "exponential", "global", None)
+    prunable, batch_list = _validate_inputs(model, method, parameters, exclude, example_input, batches, seed)
+    alive = [torch.ones_like(p, dtype=torch.bool) for p in prunable.values()]
+    workspace = ScoringWorkspace(model, prunable)
+    try:
+        scores = _scorer(workspace, method, example_input, batch_list, loss_fn or F.cross_entropy, seed, alive)()
+    finally:
+        workspace.restore(None)
+    return {name: s.detach() for name, s in zip(prunable, scores)}
+
+
+def _validate_inputs(
+    model: nn.Module,
+    method: str,
+    parameters: str | Sequence[str] | None,
+    exclude: str | Sequence[str] | None,
+    example_input: ExampleInput | None,
+    batches: Iterable[Batch] | None,
+    seed: int | None,
+) -> tuple[dict[str, nn.Parameter], list[Batch]]:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
         raise TypeError(f"`seed` must be an integer or None, got {seed!r}.")
     if method == "synflow":
@@ -177,8 +231,7 @@ def prune(
             raise ValueError("`batches` is empty: SNIP and GraSP need at least one (inputs, targets) batch.")
     prunable = select_prunable(model, parameters, exclude)
     _check_weights(prunable)
-    return _run(model, prunable, density, method, n_iterations, schedule, scope, example_input, batch_list,
-                loss_fn or F.cross_entropy, seed, progress)
+    return prunable, batch_list
 
 
 def _run(
@@ -194,6 +247,7 @@ def _run(
     loss_fn: LossFn,
     seed: int | None,
     progress: bool,
+    on_iteration: IterationHook | None,
 ) -> dict[str, torch.Tensor]:
     names = list(prunable)
     params = list(prunable.values())
@@ -237,6 +291,8 @@ def _run(
             newly_views = [view.view_as(p) for view, p in zip(newly.split(sizes), params)]
             workspace.zero(dict(zip(names, newly_views)))
             pruned = [size - int(torch.count_nonzero(m)) for m, size in zip(alive, sizes)]
+            if on_iteration is not None:
+                on_iteration(step + 1, dict(zip(names, alive)))
         completed = True
     finally:
         workspace.restore(dict(zip(names, alive)) if completed else None)

@@ -88,8 +88,8 @@ class SynFlowScorer:
     """Synaptic-flow scores ``|theta * dR/dtheta|`` with ``R = 1^T f(1; |theta|)``, finite and exact.
 
     The network stays linearized for the whole loop. Scores are computed in float32 (or the
-    model's wider dtype); if any is not finite the model is widened to float64; if even float64
-    overflows, each prunable weight is also scaled by a power of two close to the inverse of its
+    model's wider dtype); if R or a score is not finite, or R is so large or small that gradients
+    could over- or underflow, the model is widened to float64; if even float64 is out of range, each prunable weight is also scaled by a power of two close to the inverse of its
     gain. Powers of two are exact, and for a network that is positively homogeneous in each
     prunable weight (bias-free ReLU chains) they scale every score by one common factor, which
     leaves the ranking unchanged.
@@ -108,13 +108,13 @@ class SynFlowScorer:
         self.rescaled = False
         self.flow = math.nan
 
-    def _try(self) -> list[torch.Tensor] | None:
+    def _try(self, last_resort: bool) -> list[torch.Tensor] | None:
         workspace = self.workspace
         params = list(workspace.prunable.values())
         inputs = ones_batch(self.example_input, self.dtype, params[0].device)
         with torch.enable_grad():
             flow = output_sum(call_model(workspace.model, inputs))
-            if not torch.isfinite(flow):
+            if not (last_resort or _in_safe_range(float(flow.detach()), self.dtype)):
                 return None
             grads = _grads(flow, params)
         scores = [g.mul_(p.detach()).abs_() for g, p in zip(grads, params)]
@@ -136,7 +136,8 @@ class SynFlowScorer:
         self.workspace.linearize()
         self.workspace.cast(self.dtype)
         while True:
-            scores = self._try()
+            last_resort = self.rescaled
+            scores = self._try(last_resort)
             if scores is not None:
                 return scores
             if self.dtype != torch.float64:
@@ -149,3 +150,10 @@ class SynFlowScorer:
                     "SynFlow scores are not finite even in float64 with per-layer power-of-two rescaling; "
                     "the network's synaptic flow cannot be represented. Prune fewer layers or use another method."
                 )
+
+
+def _in_safe_range(flow: float, dtype: torch.dtype) -> bool:
+    """Whether R leaves room for its gradients in ``dtype``: far from overflow and from underflow."""
+    info = torch.finfo(dtype)
+    low, high = math.log2(info.tiny) + 64, math.log2(info.max) - 24
+    return math.isfinite(flow) and flow != 0 and low <= math.log2(abs(flow)) <= high

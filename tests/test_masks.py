@@ -1,0 +1,91 @@
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lightning_synflow.pruning.masks import (
+    exact_fraction,
+    kth_smallest,
+    prune_count,
+    schedule_densities,
+    select_to_prune,
+)
+
+
+def test_prune_count_is_not_moved_by_float_rounding():
+    # int((1 - 0.01) * 100) style arithmetic gives 98 for some of these; the exact count is 99.
+    assert prune_count(1 - exact_fraction(0.99), 100) == 99
+    assert prune_count(exact_fraction(0.01), 100) == 99
+    assert prune_count(Fraction(1, 100), 14_715_584) == 14_568_428
+    for n in range(1, 500):
+        for s in (0.1, 0.3, 0.7, 0.9, 0.99):
+            assert prune_count(1 - exact_fraction(s), n) == math.floor(Fraction(str(s)) * n)
+
+
+@pytest.mark.parametrize("schedule", ["exponential", "linear"])
+def test_schedule_densities(schedule):
+    d = Fraction(1, 100)
+    steps = schedule_densities(d, 4, schedule)
+    assert steps[-1] == d and len(steps) == 4
+    assert all(a > b for a, b in zip(steps, steps[1:]))
+    if schedule == "exponential":
+        assert [float(x) for x in steps[:3]] == pytest.approx([0.01 ** 0.25, 0.01 ** 0.5, 0.01 ** 0.75])
+    else:
+        assert steps[:3] == [1 - Fraction(99, 400), 1 - Fraction(99, 200), 1 - Fraction(297, 400)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 100_000), st.sampled_from([16, 256]), st.data())
+def test_kth_smallest_matches_kthvalue(n, samples, data):
+    zeros = data.draw(st.floats(0, 0.9))
+    k = data.draw(st.integers(1, n))
+    values = torch.rand(n) ** 8
+    values[torch.rand(n) < zeros] = 0
+    expected = float(torch.kthvalue(values, k).values)
+    assert kth_smallest(values, k, samples) == expected
+    assert kth_smallest(values.numpy(), k, samples) == expected
+
+
+def test_kth_smallest_large_with_ties():
+    values = torch.randint(0, 50, (2_000_000,)).float()
+    for k in (1, 1000, 1_000_000, 2_000_000):
+        assert kth_smallest(values.numpy(), k) == float(torch.kthvalue(values, k).values)
+
+
+def test_final_selection_is_exact_with_ties_and_prunes_first_positions_first():
+    scores = torch.tensor([0.0, 1.0, 1.0, 1.0, 2.0, 0.0])
+    alive = torch.tensor([False, True, True, True, True, True])
+    newly = select_to_prune(scores, alive, already=1, n_prune=3, ties_together=False)
+    # alive zero at index 5 goes first, then the first tied 1.0 (index 1).
+    assert newly.tolist() == [False, True, False, False, False, True]
+
+
+def test_intermediate_selection_prunes_ties_together_unless_capped():
+    scores = torch.tensor([0.0, 1.0, 1.0, 1.0, 2.0, 3.0])
+    alive = torch.tensor([False, True, True, True, True, True])
+    assert select_to_prune(scores, alive, 1, 2, True).tolist() == [False, True, True, True, False, False]
+    capped = select_to_prune(scores, alive, 1, 2, True, cap=3)
+    assert capped.tolist() == [False, True, False, False, False, False]
+
+
+def test_signed_scores_prune_most_negative_first():
+    scores = torch.tensor([-3.0, 0.0, 2.0, -1.0, 0.0])  # index 1 is pruned (score 0)
+    alive = torch.tensor([True, False, True, True, True])
+    newly = select_to_prune(scores, alive, already=1, n_prune=3, ties_together=False)
+    assert newly.tolist() == [True, False, False, True, False]
+    newly = select_to_prune(scores, alive, already=1, n_prune=4, ties_together=False)
+    assert newly.tolist() == [True, False, False, True, True]
+
+
+def test_numpy_and_torch_paths_agree():
+    scores = torch.rand(500_000)
+    scores[:100_000] = 0
+    alive = torch.ones(500_000, dtype=torch.bool)
+    alive[:50_000] = False
+    a = select_to_prune(scores, alive, 50_000, 200_000, False)
+    assert int(a.sum()) == 150_000
+    assert np.array_equal(a.numpy(), select_to_prune(scores, alive, 50_000, 200_000, False).numpy())
