@@ -1,7 +1,17 @@
-"""lightning-synflow: data-free SynFlow pruning for PyTorch Lightning."""
+"""lightning-synflow: data-free SynFlow pruning at initialization for PyTorch Lightning."""
 
-from lightning_synflow.pruning import prune
+from lightning_synflow.pruning import prune, score
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "prune"]
+
+def __getattr__(name: str) -> object:
+    # The callback imports Lightning; keep `import lightning_synflow` light for functional users.
+    if name == "SynFlowPruning":
+        from lightning_synflow.callback import SynFlowPruning
+
+        return SynFlowPruning
+    raise AttributeError(f"module 'lightning_synflow' has no attribute {name!r}")
+
+
+__all__ = ["SynFlowPruning", "__version__", "prune", "score"]
