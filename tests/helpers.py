@@ -35,3 +35,88 @@ def linearized_flow(model: nn.Module, example: torch.Tensor) -> float:
             if t.is_floating_point():
                 t.abs_()
         return float(net(torch.ones((1, *example.shape[1:]), dtype=torch.float64)).sum())
+
+
+# -- Lightning helpers ---------------------------------------------------------------------------
+
+from lightning.pytorch import Callback, LightningModule, Trainer  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+
+class SmallNet(LightningModule):
+    """A tiny classifier on random data with a configurable optimizer (automatic or manual optimization)."""
+
+    def __init__(self, optimizer: str = "sgd", manual: bool = False, with_input: bool = True):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(32, 24), nn.ReLU(), nn.Linear(24, 24), nn.ReLU(), nn.Linear(24, 4))
+        self.head2 = nn.Linear(32, 4)
+        self.optimizer_name = optimizer
+        self.automatic_optimization = not manual
+        if with_input:
+            self.example_input_array = torch.zeros(1, 32)
+
+    def forward(self, x):
+        return self.net(x) + self.head2(x)
+
+    def _loss(self, batch):
+        x, y = batch
+        return nn.functional.cross_entropy(self(x), y)
+
+    def training_step(self, batch, batch_idx):
+        if self.automatic_optimization:
+            return self._loss(batch)
+        opt_a, opt_b = self.optimizers()
+        for opt in (opt_a, opt_b):
+            opt.zero_grad()
+            self.manual_backward(self._loss(batch))
+            opt.step()
+        return None
+
+    def train_dataloader(self):
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(64, 32, generator=generator)
+        y = (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()
+        return DataLoader(TensorDataset(x, y), batch_size=8)
+
+    def configure_optimizers(self):
+        params = list(self.parameters())
+        if self.optimizer_name == "sgd":
+            return torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3)
+        if self.optimizer_name == "adam":
+            return torch.optim.Adam(params, lr=0.01, weight_decay=1e-3)
+        if self.optimizer_name == "adamw":
+            return torch.optim.AdamW(params, lr=0.01, weight_decay=0.1)
+        if self.optimizer_name == "two":
+            return [torch.optim.SGD(self.net.parameters(), lr=0.1, momentum=0.9),
+                    torch.optim.Adam(self.head2.parameters(), lr=0.01)]
+        raise ValueError(self.optimizer_name)
+
+
+class StepChecker(Callback):
+    """Asserts after every real optimizer step that pruned weights are exactly zero."""
+
+    def __init__(self, pruning):
+        self.pruning = pruning
+        self.steps = 0
+        self.handles = []
+
+    def on_train_start(self, trainer, pl_module):
+        params = dict(pl_module.named_parameters())
+
+        def check(optimizer, args, kwargs):
+            self.steps += 1
+            for name, mask in self.pruning.masks.items():
+                assert bool((params[name][~mask] == 0).all()), name
+
+        self.handles = [opt.register_step_post_hook(check) for opt in trainer.optimizers]
+
+    def on_train_end(self, trainer, pl_module):
+        for handle in self.handles:
+            handle.remove()
+
+
+def quiet_trainer(**kwargs) -> Trainer:
+    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                    enable_model_summary=False, max_epochs=1, limit_val_batches=0)
+    defaults.update(kwargs)
+    return Trainer(**defaults)
