@@ -1,0 +1,41 @@
+"""DDP with 2 CPU processes: identical masks (rank 0 authoritative) and identical weights on both ranks."""
+
+import torch
+from lightning.pytorch import Callback
+
+from lightning_synflow import SynFlowPruning
+
+from .helpers import SmallNet, quiet_trainer
+
+
+class DivergeRandomness(Callback):
+    """Give every rank a different global RNG, so unsynchronized random masks would differ."""
+
+    def setup(self, trainer, pl_module, stage):
+        torch.manual_seed(1000 + trainer.global_rank)
+
+
+class DumpPerRank(Callback):
+    def __init__(self, pruning, directory):
+        self.pruning, self.directory = pruning, directory
+
+    def on_train_end(self, trainer, pl_module):
+        torch.save({"masks": {n: m.cpu() for n, m in self.pruning.masks.items()},
+                    "weights": {n: p.detach().cpu() for n, p in pl_module.named_parameters()}},
+                   f"{self.directory}/rank{trainer.global_rank}.pt")
+
+
+def test_ddp_spawn_masks_and_weights_identical_on_both_ranks(tmp_path):
+    pruning = SynFlowPruning(sparsity=0.8, method="random", progress=False, verbose=False)
+    trainer = quiet_trainer(strategy="ddp_spawn", devices=2, max_epochs=2,
+                            callbacks=[DivergeRandomness(), pruning, DumpPerRank(pruning, tmp_path)])
+    trainer.fit(SmallNet("sgd"))
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert rank0["masks"].keys() == rank1["masks"].keys()
+    for name in rank0["masks"]:
+        assert torch.equal(rank0["masks"][name], rank1["masks"][name])
+        assert int((~rank0["masks"][name]).sum()) > 0
+    for name in rank0["weights"]:
+        assert torch.equal(rank0["weights"][name], rank1["weights"][name]), name
+    for name, mask in rank0["masks"].items():
+        assert bool((rank0["weights"][name][~mask] == 0).all())
