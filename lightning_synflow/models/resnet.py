@@ -67,30 +67,46 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
 
 
-def cifar_resnet(depth: int = 20, num_classes: int = 10, width: int = 16) -> ResNet:
+class CifarResNet(ResNet):
     """CIFAR ResNet-``depth`` (He et al. 2016): depth = 6n + 2, three stages of width, 2x, 4x channels.
 
     Args:
         depth: 20, 32, 44, 56, 110, ... (any 6n + 2).
         num_classes: output classes.
         width: channels of the first stage (16 in the paper; 32 for the wide variants).
+        in_channels: input channels.
     """
-    if depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"`depth` must be 6n + 2 (20, 32, 44, 56, 110, ...), got {depth!r}.")
-    n = (depth - 2) // 6
-    return ResNet([(width, n), (2 * width, n), (4 * width, n)], num_classes)
+
+    def __init__(self, depth: int = 20, num_classes: int = 10, width: int = 16, in_channels: int = 3) -> None:
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"`depth` must be 6n + 2 (20, 32, 44, 56, 110, ...), got {depth!r}.")
+        n = (depth - 2) // 6
+        super().__init__([(width, n), (2 * width, n), (4 * width, n)], num_classes, in_channels)
 
 
-def resnet18(num_classes: int = 10, width: int = 64) -> ResNet:
-    """ResNet-18 with a 3x3 stem for 32x32/64x64 inputs (CIFAR, Tiny ImageNet), as in the paper.
+class ResNet18(ResNet):
+    """ResNet-18 with a 3x3 stem for 32x32/64x64 inputs (CIFAR, Tiny ImageNet), as trained in the paper.
 
     Args:
         num_classes: output classes.
-        width: channels of the first stage (64; 128 for WideResNet-18).
+        width: channels of the first stage (64; 128 gives WideResNet-18).
+        in_channels: input channels.
     """
-    return ResNet([(width, 2), (2 * width, 2), (4 * width, 2), (8 * width, 2)], num_classes)
+
+    def __init__(self, num_classes: int = 10, width: int = 64, in_channels: int = 3) -> None:
+        super().__init__([(width, 2), (2 * width, 2), (4 * width, 2), (8 * width, 2)], num_classes, in_channels)
 
 
-def wide_resnet18(num_classes: int = 10) -> ResNet:
+def cifar_resnet(depth: int = 20, num_classes: int = 10) -> CifarResNet:
+    """CIFAR ResNet-``depth`` (270,896 prunable weights for ResNet-20 at 10 classes)."""
+    return CifarResNet(depth, num_classes)
+
+
+def resnet18(num_classes: int = 10) -> ResNet18:
+    """ResNet-18 for CIFAR / Tiny ImageNet."""
+    return ResNet18(num_classes)
+
+
+def wide_resnet18(num_classes: int = 10) -> ResNet18:
     """WideResNet-18: ResNet-18 with twice the channels in every stage."""
-    return resnet18(num_classes, width=128)
+    return ResNet18(num_classes, width=128)

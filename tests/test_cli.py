@@ -1,0 +1,143 @@
+"""LightningCLI: YAML configs, a user's own model class, --help, refused values, every config reduced."""
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lightning_synflow.cli import main
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+FAST = ["--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false"]
+DIGITS_AS_CIFAR = ["--data", "lightning_synflow.data.DigitsDataModule", "--data.flatten", "false",
+                   "--data.image_size", "32", "--data.channels", "3", "--data.batch_size", "4"]
+
+
+def _callback(cli):
+    from lightning_synflow import SynFlowPruning
+
+    return next(c for c in cli.trainer.callbacks if isinstance(c, SynFlowPruning))
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("digits_*.yaml")))
+def test_every_digits_config_runs_reduced(config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = main(["fit", "--config", str(CONFIGS / config), *FAST])
+    pruning = _callback(cli)
+    assert pruning.masks is not None
+    kept = sum(int(m.sum()) for m in pruning.masks.values())
+    assert kept == 202_200 - int(0.99 * 202_200)
+
+
+@pytest.mark.parametrize("config", ["cifar10_vgg16_synflow.yaml", "cifar100_resnet20_synflow.yaml"])
+def test_cifar_configs_run_reduced_on_digits_shaped_as_cifar(config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with open(CONFIGS / config) as handle:
+        classes = yaml.safe_load(handle)["model"]["init_args"]["num_classes"]
+    args = ["fit", "--config", str(CONFIGS / config), *FAST, *DIGITS_AS_CIFAR,
+            "--trainer.callbacks.init_args.iterations", "5"]
+    cli = main(args)
+    import torch
+
+    assert cli.model(torch.zeros(1, 3, 32, 32)).shape == (1, classes)
+    assert _callback(cli).iterations == 5 and _callback(cli).masks is not None
+
+
+def test_user_defined_model_class_from_yaml(tmp_path, monkeypatch):
+    package = tmp_path / "my_project.py"
+    package.write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+        from lightning.pytorch import LightningModule
+
+        class TinyNet(LightningModule):
+            def __init__(self, hidden: int = 16):
+                super().__init__()
+                self.body = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+                self.example_input_array = torch.zeros(1, 64)
+
+            def forward(self, x):
+                return self.body(x)
+
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                return nn.functional.cross_entropy(self(x), y)
+
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.1)
+    """))
+    config = tmp_path / "config.yaml"
+    config.write_text(textwrap.dedent("""
+        model:
+          class_path: my_project.TinyNet
+          init_args:
+            hidden: 12
+        data:
+          class_path: lightning_synflow.data.DigitsDataModule
+        trainer:
+          max_steps: 3
+          limit_val_batches: 0
+          callbacks:
+            - class_path: lightning_synflow.SynFlowPruning
+              init_args:
+                sparsity: 0.9
+                exclude: ["body.2.weight"]
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    cli = main(["fit", "--config", str(config), "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"])
+    masks = _callback(cli).masks
+    assert list(masks) == ["body.0.weight"]
+    assert int(masks["body.0.weight"].sum()) == 64 * 12 - int(0.9 * 64 * 12)
+    assert cli.trainer.global_step == 3
+    sys.modules.pop("my_project", None)
+
+
+def test_help_describes_every_callback_argument(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--trainer.callbacks.help", "lightning_synflow.SynFlowPruning"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for argument, words in {
+        "sparsity": "fraction of prunable weights removed",
+        "compression": "compression ratio",
+        "method": "scoring method",
+        "iterations": "default 100 for",
+        "schedule": "density schedule",
+        "scope": "one threshold over all layers",
+        "parameters": "glob patterns",
+        "exclude": "removed from the prunable set",
+        "input_shape": "without the batch dimension",
+        "seed": "seed of the",
+        "score_batches": "training batches",
+        "verbose": "per-layer sparsity table",
+        "progress": "progress bar",
+    }.items():
+        assert f"--init_args.{argument}" in text or f".{argument}" in text, argument
+        assert words in " ".join(text.split()), argument
+
+
+def test_fit_help_lists_test_after_fit(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    assert "--test_after_fit" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (["--trainer.callbacks.init_args.method", "l1"], "method"),
+        (["--trainer.callbacks.init_args.sparsity", "1.5"], "sparsity"),
+    ],
+)
+def test_bad_value_is_refused_before_training(override, message, tmp_path, monkeypatch, capsys):
+    from lightning.pytorch import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("training started"))
+    with pytest.raises((SystemExit, Exception)) as error:
+        main(["fit", "--config", str(CONFIGS / "digits_synflow.yaml"), *FAST, *override])
+    text = str(error.value) + capsys.readouterr().err
+    assert message in text
