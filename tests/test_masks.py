@@ -46,46 +46,51 @@ def test_kth_smallest_matches_kthvalue(n, samples, data):
     values = torch.rand(n) ** 8
     values[torch.rand(n) < zeros] = 0
     expected = float(torch.kthvalue(values, k).values)
-    assert kth_smallest(values, k, samples) == expected
-    assert kth_smallest(values.numpy(), k, samples) == expected
+    assert kth_smallest([values], k, samples) == expected
+    assert kth_smallest([values.numpy()], k, samples) == expected
+    cut = data.draw(st.integers(0, n))
+    assert kth_smallest([values[:cut], values[cut:]], k, samples) == expected
+    assert kth_smallest([values[:cut].numpy(), values[cut:].numpy()], k, samples) == expected
 
 
 def test_kth_smallest_large_with_ties():
     values = torch.randint(0, 50, (2_000_000,)).float()
     for k in (1, 1000, 1_000_000, 2_000_000):
-        assert kth_smallest(values.numpy(), k) == float(torch.kthvalue(values, k).values)
+        assert kth_smallest([values[:3].numpy(), values[3:].numpy()], k) == float(torch.kthvalue(values, k).values)
 
 
 def test_final_selection_is_exact_with_ties_and_prunes_first_positions_first():
     scores = torch.tensor([0.0, 1.0, 1.0, 1.0, 2.0, 0.0])
     alive = torch.tensor([False, True, True, True, True, True])
-    newly = select_to_prune(scores, alive, already=1, n_prune=3, ties_together=False)
+    newly, count = select_to_prune([scores[:2], scores[2:]], [alive[:2], alive[2:]], 1, 3, False)
     # alive zero at index 5 goes first, then the first tied 1.0 (index 1).
-    assert newly.tolist() == [False, True, False, False, False, True]
+    assert torch.cat(newly).tolist() == [False, True, False, False, False, True] and count == 2
 
 
 def test_intermediate_selection_prunes_ties_together_unless_capped():
     scores = torch.tensor([0.0, 1.0, 1.0, 1.0, 2.0, 3.0])
     alive = torch.tensor([False, True, True, True, True, True])
-    assert select_to_prune(scores, alive, 1, 2, True).tolist() == [False, True, True, True, False, False]
-    capped = select_to_prune(scores, alive, 1, 2, True, cap=3)
-    assert capped.tolist() == [False, True, False, False, False, False]
+    newly, count = select_to_prune([scores], [alive], 1, 2, True)
+    assert newly[0].tolist() == [False, True, True, True, False, False] and count == 3
+    capped, count = select_to_prune([scores], [alive], 1, 2, True, cap=3)
+    assert capped[0].tolist() == [False, True, False, False, False, False] and count == 1
 
 
 def test_signed_scores_prune_most_negative_first():
     scores = torch.tensor([-3.0, 0.0, 2.0, -1.0, 0.0])  # index 1 is pruned (score 0)
     alive = torch.tensor([True, False, True, True, True])
-    newly = select_to_prune(scores, alive, already=1, n_prune=3, ties_together=False)
-    assert newly.tolist() == [True, False, False, True, False]
-    newly = select_to_prune(scores, alive, already=1, n_prune=4, ties_together=False)
-    assert newly.tolist() == [True, False, False, True, True]
+    newly, _ = select_to_prune([scores], [alive], 1, 3, False)
+    assert newly[0].tolist() == [True, False, False, True, False]
+    newly, _ = select_to_prune([scores], [alive], 1, 4, False)
+    assert newly[0].tolist() == [True, False, False, True, True]
 
 
-def test_numpy_and_torch_paths_agree():
+def test_split_and_whole_selection_agree():
     scores = torch.rand(500_000)
     scores[:100_000] = 0
     alive = torch.ones(500_000, dtype=torch.bool)
     alive[:50_000] = False
-    a = select_to_prune(scores, alive, 50_000, 200_000, False)
-    assert int(a.sum()) == 150_000
-    assert np.array_equal(a.numpy(), select_to_prune(scores, alive, 50_000, 200_000, False).numpy())
+    (a,), count = select_to_prune([scores], [alive], 50_000, 200_000, False)
+    assert int(a.sum()) == 150_000 == count
+    parts, _ = select_to_prune([scores[:1000], scores[1000:]], [alive[:1000], alive[1000:]], 50_000, 200_000, False)
+    assert np.array_equal(a.numpy(), torch.cat(parts).numpy())

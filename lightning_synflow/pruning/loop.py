@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lightning_synflow.pruning.alive import AliveSet
 from lightning_synflow.pruning.inputs import ExampleInput, validate_example_input
 from lightning_synflow.pruning.masks import (
     Schedule,
@@ -253,50 +254,44 @@ def _run(
     params = list(prunable.values())
     sizes = [p.numel() for p in params]
     total = sum(sizes)
-    device = params[0].device
-    alive_flat = torch.ones(total, dtype=torch.bool, device=device)
-    alive = [view.view_as(p) for view, p in zip(alive_flat.split(sizes), params)]
+    alive = AliveSet(params)
     final_count = prune_count(density, total)
     if final_count == 0:
-        return dict(zip(names, alive))
+        return dict(zip(names, alive.masks))
 
     workspace = ScoringWorkspace(model, prunable)
     completed = False
     try:
-        score = _scorer(workspace, method, example_input, batches, loss_fn, seed, alive)
+        score = _scorer(workspace, method, example_input, batches, loss_fn, seed, alive.masks)
         steps = schedule_densities(density, iterations, schedule)
-        pruned = [0] * len(params)
-        flat = torch.empty(0)
         for step, step_density in enumerate(_progress(steps, progress, method)):
             scores = score()
-            dtype = torch.promote_types(torch.float32, scores[0].dtype)
-            if flat.dtype != dtype or flat.numel() != total:
-                flat = torch.empty(total, dtype=dtype, device=device)
-            torch.cat([s.reshape(-1) for s in scores], out=flat)
-            del scores
-            if not torch.isfinite(flat.sum()):
+            if method != "synflow" and not torch.isfinite(torch.stack([s.sum() for s in scores]).sum()):
                 raise ValueError(f"{method} produced NaN or infinite scores; check the model and inputs.")
             if step == 0 and method == "synflow":
-                _warn_zero_scores(names, flat.split(sizes))
+                _warn_zero_scores(names, scores)
             last = step == len(steps) - 1
+            gathered, masks = alive.gather(scores), alive.view_masks()
+            del scores
             if scope == "global":
-                newly = select_to_prune(flat, alive_flat, sum(pruned), prune_count(step_density, total), not last,
-                                        final_count)
+                chosen, count = select_to_prune(gathered, masks, sum(alive.pruned), prune_count(step_density, total),
+                                                not last, final_count, sum(alive.hidden))
+                counts = [int(torch.count_nonzero(c)) for c in chosen] if len(chosen) > 1 else [count]
             else:
-                newly = torch.cat([
-                    select_to_prune(s, m, already, prune_count(step_density, size), not last, prune_count(density, size))
-                    for s, m, already, size in zip(flat.split(sizes), alive_flat.split(sizes), pruned, sizes)
-                ])
-            alive_flat &= ~newly
-            newly_views = [view.view_as(p) for view, p in zip(newly.split(sizes), params)]
-            workspace.zero(dict(zip(names, newly_views)))
-            pruned = [size - int(torch.count_nonzero(m)) for m, size in zip(alive, sizes)]
+                chosen, counts = [], []
+                for i, (s, size) in enumerate(zip(gathered, sizes)):
+                    picked, count = select_to_prune([s], [masks[i]], alive.pruned[i], prune_count(step_density, size),
+                                                    not last, prune_count(density, size), alive.hidden[i])
+                    chosen.append(picked[0])
+                    counts.append(count)
+            del gathered
+            workspace.zero(dict(zip(names, alive.remove(chosen, counts))))
             if on_iteration is not None:
-                on_iteration(step + 1, dict(zip(names, alive)))
+                on_iteration(step + 1, dict(zip(names, alive.masks)))
         completed = True
     finally:
-        workspace.restore(dict(zip(names, alive)) if completed else None)
-    return dict(zip(names, alive))
+        workspace.restore(dict(zip(names, alive.masks)) if completed else None)
+    return dict(zip(names, alive.masks))
 
 
 def _scorer(

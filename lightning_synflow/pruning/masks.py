@@ -10,6 +10,7 @@ total past the final target.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from fractions import Fraction
 from typing import Literal, Union
 
@@ -58,111 +59,151 @@ def _count(mask: Array) -> int:
     return int(np.count_nonzero(mask) if isinstance(mask, np.ndarray) else torch.count_nonzero(mask))
 
 
+def _concat(parts: Sequence[Array]) -> Array:
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    return torch.cat(list(parts))
+
+
 def _kth_exact(values: Array, k: int) -> float:
     if isinstance(values, np.ndarray):
         return float(np.partition(values, k - 1)[k - 1])
     return float(torch.kthvalue(values, k).values)
 
 
-def _sample(values: Array, count: int, seed: int) -> Array:
-    generator = np.random.default_rng(seed)
-    if isinstance(values, np.ndarray):
-        return np.sort(values[generator.integers(0, values.size, count)])
-    index = torch.from_numpy(generator.integers(0, values.numel(), count)).to(values.device)
-    return values[index].sort().values
+def _sample(segments: Sequence[Array], count: int, seed: int) -> Array:
+    """Sorted values at ``count`` random positions of the concatenation of ``segments``."""
+    sizes = np.array([len(s) for s in segments])
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    positions = np.random.default_rng(seed).integers(0, offsets[-1], count)
+    which = np.searchsorted(offsets, positions, side="right") - 1
+    parts = []
+    for i, segment in enumerate(segments):
+        local = positions[which == i] - offsets[i]
+        if isinstance(segment, np.ndarray):
+            parts.append(segment[local])
+        else:
+            parts.append(segment[torch.from_numpy(local).to(segment.device)])
+    sample = _concat(parts)
+    return np.sort(sample) if isinstance(sample, np.ndarray) else sample.sort().values
 
 
-def kth_smallest(values: Array, k: int, samples: int = 1 << 16) -> float:
-    """The exact k-th smallest (1-based) entry of a 1-D array, without sorting all of it.
+def kth_smallest(segments: Sequence[Array], k: int, samples: int = 1 << 16) -> float:
+    """The exact k-th smallest (1-based) value of the concatenation of ``segments``, without building it.
 
-    A random sample brackets the answer; one pass counts the entries at or below the bracket and
+    A random sample brackets the answer; one pass counts the values at or below the bracket and
     keeps those inside it, and an exact selection runs on that small band. Falls back to exact
-    selection over everything when the bracket misses (rare) or the array is small.
+    selection over everything when the bracket misses (rare) or the data is small.
 
     Args:
-        values: a 1-D numpy array (used for CPU tensors: its comparisons are several times faster)
-            or a torch tensor.
-        k: rank, ``1 <= k <= len(values)``.
+        segments: 1-D numpy arrays (used for CPU tensors: their comparisons are several times
+            faster) or 1-D torch tensors.
+        k: rank, ``1 <= k <= total length``.
         samples: sample size for the bracket.
     """
-    n = len(values)
+    n = sum(len(s) for s in segments)
     if not 1 <= k <= n:
         raise ValueError(f"k={k} is outside 1..{n}")
     if n <= 4 * samples:
-        return _kth_exact(values, k)
-    sample = _sample(values, samples, seed=n + k)
+        return _kth_exact(_concat(segments), k)
+    sample = _sample(segments, samples, seed=n + k)
     q = k / n
     spread = 6 * math.sqrt(samples * q * (1 - q)) + 2
     lo = float(sample[max(math.floor(q * samples - spread), 0)])
     hi = float(sample[min(math.ceil(q * samples + spread), samples - 1)])
-    at_most_lo = _count(values <= lo)
+    at_most_lo = sum(_count(s <= lo) for s in segments)
     if k <= at_most_lo:
-        if _count(values < lo) < k:
+        if sum(_count(s < lo) for s in segments) < k:
             return lo
     else:
-        band = values[(values > lo) & (values <= hi)]
+        band = _concat([s[(s > lo) & (s <= hi)] for s in segments])
         if k - at_most_lo <= len(band):
             return _kth_exact(band, k - at_most_lo)
-    return _kth_exact(values, k)
+    return _kth_exact(_concat(segments), k)
+
+
+def _kth_with_hidden_zeros(values: Sequence[Array], k: int, hidden_zeros: int) -> float:
+    """k-th smallest of ``values`` together with ``hidden_zeros`` extra zeros."""
+    if hidden_zeros == 0:
+        return kth_smallest(values, k)
+    negatives = sum(_count(v < 0) for v in values)
+    if k <= negatives:
+        return kth_smallest(values, k)
+    if k <= negatives + hidden_zeros + sum(_count(v == 0) for v in values):
+        return 0.0
+    return kth_smallest(values, k - hidden_zeros)
 
 
 def select_to_prune(
-    scores: torch.Tensor,
-    alive: torch.Tensor,
+    scores: Sequence[torch.Tensor],
+    alive: Sequence[torch.Tensor],
     already: int,
     n_prune: int,
     ties_together: bool,
     cap: int | None = None,
-) -> torch.Tensor:
-    """Choose which alive entries to prune next, over entries sharing one threshold.
+    hidden_zeros: int = 0,
+) -> tuple[list[torch.Tensor], int]:
+    """Choose which alive entries to prune next, over tensors sharing one threshold.
 
     Every scorer gives pruned entries a score of exactly 0, so the threshold of the reference (the
-    ``n_prune``-th smallest score over all entries, pruned ones included) needs no gathering of the
-    alive entries.
+    ``n_prune``-th smallest score over all entries, pruned ones included) needs neither a
+    concatenation of the tensors nor the pruned entries themselves: ``hidden_zeros`` of them may be
+    left out of ``scores`` (compacted), and are counted as zeros.
 
     Args:
-        scores: flat scores of the group (pruned entries exactly 0).
-        alive: flat boolean mask of the group (True = kept).
-        already: number of entries already pruned in the group.
+        scores: 1-D score tensors of the group, in position order (pruned entries present are 0).
+        alive: boolean masks (True = kept) matching ``scores``.
+        already: number of entries already pruned in the group, present or hidden.
         n_prune: total number of pruned entries wanted in the group (already pruned included).
         ties_together: prune every alive entry at or below the threshold (intermediate iterations);
             otherwise prune exactly ``n_prune`` in total, breaking ties by position.
         cap: with ``ties_together``, use the exact rule instead when the tied group would take the
             total past ``cap``.
+        hidden_zeros: pruned entries of the group that ``scores`` leaves out.
 
     Returns:
-        Flat boolean tensor marking the newly pruned entries.
+        Boolean tensors matching ``scores`` that mark the newly pruned entries, and their number.
     """
     need = n_prune - already
-    n_alive = scores.numel() - already
+    present_pruned = already - hidden_zeros
+    n_alive = sum(s.numel() for s in scores) - present_pruned
+    nothing = [torch.zeros_like(m) for m in alive]
     if n_alive <= 0 or n_prune < 1 or (need <= 0 and not ties_together):
-        return torch.zeros_like(alive)
-    on_cpu = scores.device.type == "cpu"
-    values: Array = scores.numpy() if on_cpu else scores
-    keep: Array = alive.numpy() if on_cpu else alive
+        return nothing, 0
+    on_cpu = scores[0].device.type == "cpu"
+    values: list[Array] = [s.numpy() for s in scores] if on_cpu else list(scores)
+    keep: list[Array] = [m.numpy() for m in alive] if on_cpu else list(alive)
 
-    def as_tensor(mask: Array) -> torch.Tensor:
+    def kept(mask: Array, i: int) -> torch.Tensor:
+        mask = mask & keep[i]
         return torch.from_numpy(mask) if isinstance(mask, np.ndarray) else mask
 
     if ties_together:
-        chosen = (values <= kth_smallest(values, n_prune)) & keep
-        if cap is None or already + _count(chosen) <= cap:
-            return as_tensor(chosen)
+        threshold = _kth_with_hidden_zeros(values, n_prune, hidden_zeros)
+        chosen = [kept(v <= threshold, i) for i, v in enumerate(values)]
+        count = sum(_count(c) for c in chosen)
+        if cap is None or already + count <= cap:
+            return chosen, count
         if need <= 0:
-            return torch.zeros_like(alive)
+            return nothing, 0
     if need >= n_alive:
-        return alive.clone()
+        return [m.clone() for m in alive], n_alive
 
-    # The need-th smallest alive score; the `already` pruned zeros sit between negatives and positives.
-    negatives = _count(values < 0)
-    alive_zeros = _count(values == 0) - already
+    # The need-th smallest alive score; pruned zeros that are present sit between negatives and positives.
+    negatives = sum(_count(v < 0) for v in values)
+    alive_zeros = sum(_count(v == 0) for v in values) - present_pruned
     if need <= negatives:
         threshold = kth_smallest(values, need)
     elif need <= negatives + alive_zeros:
         threshold = 0.0
     else:
-        threshold = kth_smallest(values, need + already)
-    below = as_tensor((values < threshold) & keep)
-    tied = as_tensor((values == threshold) & keep)
-    remaining = need - _count(below)
-    return below | (tied & (torch.cumsum(tied, 0) <= remaining))
+        threshold = kth_smallest(values, need + present_pruned)
+    below = [kept(v < threshold, i) for i, v in enumerate(values)]
+    remaining = need - sum(_count(b) for b in below)
+    newly = []
+    for i, (v, b) in enumerate(zip(values, below)):
+        tied = kept(v == threshold, i)
+        take = tied & (torch.cumsum(tied, 0) <= remaining)
+        remaining -= _count(take)
+        newly.append(b | take)
+    return newly, need

@@ -68,9 +68,13 @@ class ScoringWorkspace:
 
     @torch.no_grad()
     def zero(self, pruned: dict[str, torch.Tensor]) -> None:
-        """Zero the given entries of the prunable weights in place (True = zero it)."""
+        """Zero entries of the prunable weights in place: a flat boolean mask or flat int64 positions each."""
         for name, where in pruned.items():
-            self.prunable[name].masked_fill_(where, 0)
+            flat = self.prunable[name].view(-1)
+            if where.dtype == torch.bool:
+                flat.masked_fill_(where, 0)
+            elif where.numel():
+                flat.index_fill_(0, where, 0)
 
     @torch.no_grad()
     def restore(self, masks: dict[str, torch.Tensor] | None) -> None:
