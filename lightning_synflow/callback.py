@@ -115,7 +115,7 @@ class SynFlowPruning(Callback):
         #: Boolean masks (True = kept) keyed by qualified parameter name, once pruned or restored.
         self.masks: Optional[dict[str, torch.Tensor]] = None
         self._hooks: list[Any] = []
-        self._pairs: dict[Any, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._groups: dict[Any, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
 
     @property
     @override
@@ -150,9 +150,11 @@ class SynFlowPruning(Callback):
 
     @override
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
-        for param, mask in self._masked_params(optimizer):
-            if param.grad is not None:
-                param.grad.mul_(mask)
+        params, multipliers = self._masked_params(optimizer)
+        pairs = [(p.grad, m) for p, m in zip(params, multipliers) if p.grad is not None]
+        if pairs:
+            grads, kept = zip(*pairs)
+            torch._foreach_mul_(list(grads), list(kept))
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -272,25 +274,27 @@ class SynFlowPruning(Callback):
         assert self.masks is not None
         self._detach()
         self._apply(pl_module)
-        by_param = {param: self.masks[name] for name, param in pl_module.named_parameters() if name in self.masks}
+        # uint8 views of the boolean masks: multiplying by them is about twice as fast as by bool.
+        by_param = {p: self.masks[n].view(torch.uint8) for n, p in pl_module.named_parameters() if n in self.masks}
         for optimizer in trainer.optimizers:
-            pairs = [(p, by_param[p]) for group in optimizer.param_groups for p in group["params"] if p in by_param]
-            self._pairs[optimizer] = pairs
+            params = [p for group in optimizer.param_groups for p in group["params"] if p in by_param]
+            self._groups[optimizer] = (params, [by_param[p] for p in params])
             self._hooks.append(optimizer.register_step_post_hook(self._after_step))
 
     def _detach(self) -> None:
         for handle in self._hooks:
             handle.remove()
         self._hooks = []
-        self._pairs = {}
+        self._groups = {}
 
-    def _masked_params(self, optimizer: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return self._pairs.get(getattr(optimizer, "optimizer", optimizer), [])
+    def _masked_params(self, optimizer: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        return self._groups.get(getattr(optimizer, "optimizer", optimizer), ([], []))
 
     @torch.no_grad()
     def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        for param, mask in self._masked_params(optimizer):
-            param.mul_(mask)
+        params, multipliers = self._masked_params(optimizer)
+        if params:
+            torch._foreach_mul_(params, multipliers)
 
 
 def _iterate(loader: Any) -> Iterator[Any]:

@@ -56,13 +56,18 @@ class AliveSet:
             if self._index is None:
                 zero.append(pick)
             else:
-                positions = self._index[i][torch.nonzero(pick).view(-1)]
+                positions = self._index[i][torch.nonzero(pick).view(-1)].long()
                 self._flat[i][positions] = False
                 zero.append(positions)
         self._view_alive -= sum(counts)
         if self._view_alive < COMPACT_BELOW * self._view_size:
-            self._index = [torch.nonzero(m).view(-1) for m in self._flat]
+            # int32 positions halve the index's memory; index_select accepts them.
+            self._index = [torch.nonzero(m).view(-1).to(_index_dtype(m.numel())) for m in self._flat]
             self._view = [torch.ones(i.numel(), dtype=torch.bool, device=i.device) for i in self._index]
             self.hidden = list(self.pruned)
             self._view_size = self._view_alive = sum(i.numel() for i in self._index)
         return zero
+
+
+def _index_dtype(numel: int) -> torch.dtype:
+    return torch.int32 if numel < 2**31 else torch.int64

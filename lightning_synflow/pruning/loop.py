@@ -274,16 +274,15 @@ def _run(
             gathered, masks = alive.gather(scores), alive.view_masks()
             del scores
             if scope == "global":
-                chosen, count = select_to_prune(gathered, masks, sum(alive.pruned), prune_count(step_density, total),
-                                                not last, final_count, sum(alive.hidden))
-                counts = [int(torch.count_nonzero(c)) for c in chosen] if len(chosen) > 1 else [count]
+                chosen, counts = select_to_prune(gathered, masks, sum(alive.pruned), prune_count(step_density, total),
+                                                 not last, final_count, sum(alive.hidden))
             else:
                 chosen, counts = [], []
                 for i, (s, size) in enumerate(zip(gathered, sizes)):
                     picked, count = select_to_prune([s], [masks[i]], alive.pruned[i], prune_count(step_density, size),
                                                     not last, prune_count(density, size), alive.hidden[i])
-                    chosen.append(picked[0])
-                    counts.append(count)
+                    chosen += picked
+                    counts += count
             del gathered
             workspace.zero(dict(zip(names, alive.remove(chosen, counts))))
             if on_iteration is not None:

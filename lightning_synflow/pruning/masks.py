@@ -142,7 +142,7 @@ def select_to_prune(
     ties_together: bool,
     cap: int | None = None,
     hidden_zeros: int = 0,
-) -> tuple[list[torch.Tensor], int]:
+) -> tuple[list[torch.Tensor], list[int]]:
     """Choose which alive entries to prune next, over tensors sharing one threshold.
 
     Every scorer gives pruned entries a score of exactly 0, so the threshold of the reference (the
@@ -162,14 +162,14 @@ def select_to_prune(
         hidden_zeros: pruned entries of the group that ``scores`` leaves out.
 
     Returns:
-        Boolean tensors matching ``scores`` that mark the newly pruned entries, and their number.
+        Boolean tensors matching ``scores`` that mark the newly pruned entries, and how many each marks.
     """
     need = n_prune - already
     present_pruned = already - hidden_zeros
     n_alive = sum(s.numel() for s in scores) - present_pruned
     nothing = [torch.zeros_like(m) for m in alive]
     if n_alive <= 0 or n_prune < 1 or (need <= 0 and not ties_together):
-        return nothing, 0
+        return nothing, [0] * len(nothing)
     on_cpu = scores[0].device.type == "cpu"
     values: list[Array] = [s.numpy() for s in scores] if on_cpu else list(scores)
     keep: list[Array] = [m.numpy() for m in alive] if on_cpu else list(alive)
@@ -181,13 +181,13 @@ def select_to_prune(
     if ties_together:
         threshold = _kth_with_hidden_zeros(values, n_prune, hidden_zeros)
         chosen = [kept(v <= threshold, i) for i, v in enumerate(values)]
-        count = sum(_count(c) for c in chosen)
-        if cap is None or already + count <= cap:
-            return chosen, count
+        counts = [_count(c) for c in chosen]
+        if cap is None or already + sum(counts) <= cap:
+            return chosen, counts
         if need <= 0:
-            return nothing, 0
+            return nothing, [0] * len(nothing)
     if need >= n_alive:
-        return [m.clone() for m in alive], n_alive
+        return [m.clone() for m in alive], [_count(m) for m in alive]
 
     # The need-th smallest alive score; pruned zeros that are present sit between negatives and positives.
     negatives = sum(_count(v < 0) for v in values)
@@ -200,10 +200,11 @@ def select_to_prune(
         threshold = kth_smallest(values, need + present_pruned)
     below = [kept(v < threshold, i) for i, v in enumerate(values)]
     remaining = need - sum(_count(b) for b in below)
-    newly = []
+    newly, counts = [], []
     for i, (v, b) in enumerate(zip(values, below)):
         tied = kept(v == threshold, i)
         take = tied & (torch.cumsum(tied, 0) <= remaining)
         remaining -= _count(take)
         newly.append(b | take)
-    return newly, need
+        counts.append(_count(newly[-1]))
+    return newly, counts

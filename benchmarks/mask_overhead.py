@@ -1,0 +1,137 @@
+"""Per-step cost of keeping masks: SynFlowPruning vs no pruning vs Lightning's ModelPruning.
+
+    python benchmarks/mask_overhead.py [--steps 100] [--repeats 2]
+
+Same process, side by side. Each run trains 2 epochs; only the steps of the second epoch are timed
+(ModelPruning prunes at the end of the first), from on_train_batch_start to on_train_batch_end
+(forward, backward, optimizer step and every hook). All pruners remove 90% of the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelPruning
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import machine, summary  # noqa: E402
+
+from lightning_synflow import SynFlowPruning  # noqa: E402
+from lightning_synflow.models import cifar_resnet  # noqa: E402
+
+
+class Classifier(LightningModule):
+    def __init__(self, net: nn.Module, shape: list[int]):
+        super().__init__()
+        self.net = net
+        self.example_input_array = torch.zeros(1, *shape)
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+class TimedSynFlowPruning(SynFlowPruning):
+    """SynFlowPruning that also times its own per-step work (gradient and weight masking)."""
+
+    hook_seconds: list[float] = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        start = time.perf_counter()
+        super().on_before_optimizer_step(trainer, pl_module, optimizer)
+        self.hook_seconds.append(time.perf_counter() - start)
+
+    def _after_step(self, optimizer, args, kwargs):
+        start = time.perf_counter()
+        super()._after_step(optimizer, args, kwargs)
+        self.hook_seconds[-1] += time.perf_counter() - start
+
+
+class StepTimer(Callback):
+    def __init__(self):
+        self.times: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == 1:
+            self.times.append(time.perf_counter() - self._start)
+
+
+CASES = {
+    "mlp": (lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(),
+                                  nn.Linear(2048, 10)), [784], 32),
+    "resnet20": (lambda: cifar_resnet(20), [3, 32, 32], 128),
+}
+
+
+def pruner(kind: str):
+    if kind == "none":
+        return []
+    if kind == "synflow":
+        return [TimedSynFlowPruning(sparsity=0.9, verbose=False, progress=False)]
+    return [ModelPruning("l1_unstructured", amount=0.9, use_global_unstructured=True,
+                         apply_pruning=lambda epoch: epoch == 0, verbose=0)]
+
+
+def run(case: str, kind: str, steps: int) -> list[float]:
+    build, shape, batch = CASES[case]
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(steps * batch, *shape), torch.randint(0, 10, (steps * batch,)))
+    timer = StepTimer()
+    trainer = Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=[*pruner(kind), timer])
+    trainer.fit(Classifier(build(), shape), DataLoader(data, batch_size=batch))
+    return timer.times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=100, help="steps per epoch (mlp); resnet20 uses a fifth")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--cases", nargs="+", default=list(CASES))
+    parser.add_argument("--keep-denormals", action="store_true",
+                        help="do not flush denormals to zero (sparse nets then hit slow denormal arithmetic)")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_flush_denormal(not args.keep_denormals)
+    print(f"flush denormals: {not args.keep_denormals}")
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    print(machine())
+    for case in args.cases:
+        steps = args.steps if case == "mlp" else max(args.steps // 5, 5)
+        times: dict[str, list[float]] = {"none": [], "synflow": [], "modelpruning": []}
+        for _ in range(args.repeats):
+            for kind in times:
+                times[kind] += run(case, kind, steps)
+        base = statistics.median(times["none"])
+        for kind, values in times.items():
+            ratio = statistics.median(values) / base
+            print(f"{case:9s} {kind:13s} median step {summary([v * 1000 for v in values])} ms  ratio {ratio:.3f}x")
+        hooks = TimedSynFlowPruning.hook_seconds[-len(times["synflow"]):]
+        upkeep = statistics.median(hooks)
+        own = statistics.median(times["synflow"])
+        print(f"{case:9s} SynFlowPruning's own per-step work (mask gradients + weights): median {upkeep * 1000:.3f} ms "
+              f"= {own / (own - upkeep):.3f}x of the same sparse step without it")
+        TimedSynFlowPruning.hook_seconds.clear()
+
+
+if __name__ == "__main__":
+    main()
