@@ -21,12 +21,27 @@ from lightning_synflow.models import MLP, ImageClassifier
 def run(method: str, seed: int, epochs: int, sparsity: float, lr: float) -> tuple[float, int]:
     seed_everything(seed, verbose=False)
     data = DigitsDataModule(batch_size=64, flatten=True, seed=0)
-    model = ImageClassifier(MLP(64, [300, 300, 300], 10), 10, [64], optimizer="adam", lr=lr, weight_decay=0.0,
-                            milestones=[10**6])
-    pruning = SynFlowPruning(sparsity=sparsity, method=method, iterations=100 if method == "synflow" else 1,
-                             seed=seed, verbose=False, progress=False)
-    trainer = Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, callbacks=[pruning])
+    model = ImageClassifier(
+        MLP(64, [300, 300, 300], 10), 10, [64], optimizer="adam", lr=lr, weight_decay=0.0, milestones=[10**6]
+    )
+    pruning = SynFlowPruning(
+        sparsity=sparsity,
+        method=method,
+        iterations=100 if method == "synflow" else 1,
+        seed=seed,
+        verbose=False,
+        progress=False,
+    )
+    trainer = Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[pruning],
+    )
     trainer.fit(model, datamodule=data)
     accuracy = trainer.test(model, datamodule=data, verbose=False)[0]["test/acc"]
     empty = sum(int(not m.any()) for m in pruning.masks.values())

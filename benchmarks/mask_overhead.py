@@ -76,8 +76,13 @@ class StepTimer(Callback):
 
 
 CASES = {
-    "mlp": (lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(),
-                                  nn.Linear(2048, 10)), [784], 32),
+    "mlp": (
+        lambda: nn.Sequential(
+            nn.Flatten(), nn.Linear(784, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 10)
+        ),
+        [784],
+        32,
+    ),
     "resnet20": (lambda: cifar_resnet(20), [3, 32, 32], 128),
 }
 
@@ -87,8 +92,15 @@ def pruner(kind: str):
         return []
     if kind == "synflow":
         return [TimedSynFlowPruning(sparsity=0.9, verbose=False, progress=False)]
-    return [ModelPruning("l1_unstructured", amount=0.9, use_global_unstructured=True,
-                         apply_pruning=lambda epoch: epoch == 0, verbose=0)]
+    return [
+        ModelPruning(
+            "l1_unstructured",
+            amount=0.9,
+            use_global_unstructured=True,
+            apply_pruning=lambda epoch: epoch == 0,
+            verbose=0,
+        )
+    ]
 
 
 def run(case: str, kind: str, steps: int) -> list[float]:
@@ -96,8 +108,16 @@ def run(case: str, kind: str, steps: int) -> list[float]:
     torch.manual_seed(0)
     data = TensorDataset(torch.randn(steps * batch, *shape), torch.randint(0, 10, (steps * batch,)))
     timer = StepTimer()
-    trainer = Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, callbacks=[*pruner(kind), timer])
+    trainer = Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[*pruner(kind), timer],
+    )
     trainer.fit(Classifier(build(), shape), DataLoader(data, batch_size=batch))
     return timer.times
 
@@ -107,8 +127,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="steps per epoch (mlp); resnet20 uses a fifth")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--cases", nargs="+", default=list(CASES))
-    parser.add_argument("--keep-denormals", action="store_true",
-                        help="do not flush denormals to zero (sparse nets then hit slow denormal arithmetic)")
+    parser.add_argument(
+        "--keep-denormals",
+        action="store_true",
+        help="do not flush denormals to zero (sparse nets then hit slow denormal arithmetic)",
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_flush_denormal(not args.keep_denormals)
@@ -125,11 +148,13 @@ def main() -> None:
         for kind, values in times.items():
             ratio = statistics.median(values) / base
             print(f"{case:9s} {kind:13s} median step {summary([v * 1000 for v in values])} ms  ratio {ratio:.3f}x")
-        hooks = TimedSynFlowPruning.hook_seconds[-len(times["synflow"]):]
+        hooks = TimedSynFlowPruning.hook_seconds[-len(times["synflow"]) :]
         upkeep = statistics.median(hooks)
         own = statistics.median(times["synflow"])
-        print(f"{case:9s} SynFlowPruning's own per-step work (mask gradients + weights): median {upkeep * 1000:.3f} ms "
-              f"= {own / (own - upkeep):.3f}x of the same sparse step without it")
+        print(
+            f"{case:9s} SynFlowPruning's own per-step work (mask gradients + weights): median {upkeep * 1000:.3f} ms "
+            f"= {own / (own - upkeep):.3f}x of the same sparse step without it"
+        )
         TimedSynFlowPruning.hook_seconds.clear()
 
 

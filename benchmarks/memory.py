@@ -47,8 +47,11 @@ def main() -> None:
         rows.append(json.loads(out.strip().splitlines()[-1]))
     print("model     prunable MB  peak extra MB  extra/weights  live mask B/weight  checkpoint bits/weight")
     for r in rows:
-        print(f"{r['name']:9s} {r['weights'] / 2**20:11.1f}  {r['extra'] / 2**20:13.1f}  {r['extra'] / r['weights']:13.2f}"
-              f"  {r['mask_bytes'] / r['numel']:18.2f}  {8 * r['packed'] / r['numel']:22.3f}")
+        print(
+            f"{r['name']:9s} {r['weights'] / 2**20:11.1f}  {r['extra'] / 2**20:13.1f}"
+            f"  {r['extra'] / r['weights']:13.2f}"
+            f"  {r['mask_bytes'] / r['numel']:18.2f}  {8 * r['packed'] / r['numel']:22.3f}"
+        )
 
 
 if __name__ == "__main__":

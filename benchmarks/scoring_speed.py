@@ -71,8 +71,10 @@ def main() -> None:
             floors.append(floor(model, args.iterations))
             prunes.append(pruning(build, args.iterations))
         ratio = statistics.median(prunes) / statistics.median(floors)
-        print(f"{name}: {args.iterations} fwd+bwd {summary(floors)} s | {args.iterations} SynFlow iterations "
-              f"{summary(prunes)} s | ratio {ratio:.2f}x")
+        print(
+            f"{name}: {args.iterations} fwd+bwd {summary(floors)} s | {args.iterations} SynFlow iterations "
+            f"{summary(prunes)} s | ratio {ratio:.2f}x"
+        )
         if args.reference:
             from tests.reference_semantics import reference_prune
 

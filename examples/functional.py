@@ -1,6 +1,6 @@
 """Prune any torch model without Lightning: the functional API, and the paper's baselines side by side.
 
-    python examples/functional.py
+python examples/functional.py
 """
 
 import torch
@@ -23,7 +23,9 @@ def main(argv=None):
     for method in ["magnitude", "random", "snip", "grasp"]:
         masks = prune(cifar_resnet(20), compression=100, method=method, batches=batches, seed=0)
         empty = [name for name, mask in masks.items() if not mask.any()]
-        print(f"{method:9s}: kept {sum(int(m.sum()) for m in masks.values()):,} weights; empty layers: {empty or 'none'}")
+        print(
+            f"{method:9s}: kept {sum(int(m.sum()) for m in masks.values()):,} weights; empty layers: {empty or 'none'}"
+        )
     return masks
 
 

@@ -1,6 +1,6 @@
 """Prune an MLP to 99% sparsity with SynFlow at fit start, train it on the bundled digits, test it.
 
-    python examples/quickstart.py [--epochs 30]
+python examples/quickstart.py [--epochs 30]
 """
 
 import argparse
@@ -21,11 +21,18 @@ def main(argv=None):
 
     data = DigitsDataModule(batch_size=64, flatten=True)
     # ImageClassifier sets `example_input_array`, which gives SynFlow the input shape.
-    model = ImageClassifier(MLP(64, [300, 300, 300], 10), num_classes=10, input_shape=[64], optimizer="adam", lr=0.01,
-                            weight_decay=0.0)
+    model = ImageClassifier(
+        MLP(64, [300, 300, 300], 10), num_classes=10, input_shape=[64], optimizer="adam", lr=0.01, weight_decay=0.0
+    )
     pruning = SynFlowPruning(sparsity=0.99)  # 100 data-free iterations at fit start
-    trainer = Trainer(max_epochs=args.epochs, callbacks=[pruning], accelerator="cpu", logger=False,
-                      enable_checkpointing=False, fast_dev_run=args.fast_dev_run)
+    trainer = Trainer(
+        max_epochs=args.epochs,
+        callbacks=[pruning],
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        fast_dev_run=args.fast_dev_run,
+    )
     trainer.fit(model, datamodule=data)
     result = trainer.test(model, datamodule=data)
     kept = sum(int(m.sum()) for m in pruning.masks.values())

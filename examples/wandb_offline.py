@@ -1,7 +1,7 @@
 """Log per-layer sparsity to Weights & Biases, offline (no account or network needed).
 
-    python examples/wandb_offline.py [--save-dir outputs]
-    wandb sync outputs/wandb/offline-run-*   # later, to upload
+python examples/wandb_offline.py [--save-dir outputs]
+wandb sync outputs/wandb/offline-run-*   # later, to upload
 """
 
 import argparse
@@ -27,8 +27,14 @@ def main(argv=None):
 
     logger = WandbLogger(project="lightning-synflow", save_dir=args.save_dir, offline=True)
     model = ImageClassifier(MLP(64, [300, 300, 300], 10), 10, [64], optimizer="adam", lr=0.01, weight_decay=0.0)
-    trainer = Trainer(max_epochs=args.epochs, logger=logger, callbacks=[SynFlowPruning(sparsity=0.99)],
-                      accelerator="cpu", enable_checkpointing=False, fast_dev_run=args.fast_dev_run)
+    trainer = Trainer(
+        max_epochs=args.epochs,
+        logger=logger,
+        callbacks=[SynFlowPruning(sparsity=0.99)],
+        accelerator="cpu",
+        enable_checkpointing=False,
+        fast_dev_run=args.fast_dev_run,
+    )
     # pruning/sparsity, pruning/sparsity/<layer>, a "pruning/layers" table and a bar chart reach W&B.
     trainer.fit(model, datamodule=DigitsDataModule())
     logger.experiment.finish()

@@ -99,7 +99,9 @@ class SynFlowPruning(Callback):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise MisconfigurationException(f"SynFlowPruning: `seed` must be an integer or None, got {seed!r}.")
         if isinstance(score_batches, bool) or not isinstance(score_batches, int) or score_batches < 1:
-            raise MisconfigurationException(f"SynFlowPruning: `score_batches` must be an integer >= 1, got {score_batches!r}.")
+            raise MisconfigurationException(
+                f"SynFlowPruning: `score_batches` must be an integer >= 1, got {score_batches!r}."
+            )
         self.sparsity = sparsity
         self.compression = compression
         self.method = method
@@ -121,8 +123,14 @@ class SynFlowPruning(Callback):
     @override
     def state_key(self) -> str:
         return self._generate_state_key(
-            sparsity=self.sparsity, compression=self.compression, method=self.method, iterations=self.iterations,
-            schedule=self.schedule, scope=self.scope, parameters=self.parameters, exclude=self.exclude,
+            sparsity=self.sparsity,
+            compression=self.compression,
+            method=self.method,
+            iterations=self.iterations,
+            schedule=self.schedule,
+            scope=self.scope,
+            parameters=self.parameters,
+            exclude=self.exclude,
         )
 
     @override
@@ -164,8 +172,12 @@ class SynFlowPruning(Callback):
             "masks": {name: pack_mask(mask) for name, mask in self.masks.items()},
             "shapes": {name: list(mask.shape) for name, mask in self.masks.items()},
             "settings": {
-                "sparsity": self.sparsity, "compression": self.compression, "method": self.method,
-                "iterations": self.iterations, "schedule": self.schedule, "scope": self.scope,
+                "sparsity": self.sparsity,
+                "compression": self.compression,
+                "method": self.method,
+                "iterations": self.iterations,
+                "schedule": self.schedule,
+                "scope": self.scope,
             },
         }
 
@@ -214,10 +226,19 @@ class SynFlowPruning(Callback):
             start = time.perf_counter()
             try:
                 masks = prune(
-                    pl_module, sparsity=self.sparsity, compression=self.compression, method=self.method,
-                    iterations=self.iterations, schedule=self.schedule, scope=self.scope,
-                    parameters=self.parameters, exclude=self.exclude, example_input=example,
-                    batches=self._batches(trainer), seed=self.seed, progress=self.progress,
+                    pl_module,
+                    sparsity=self.sparsity,
+                    compression=self.compression,
+                    method=self.method,
+                    iterations=self.iterations,
+                    schedule=self.schedule,
+                    scope=self.scope,
+                    parameters=self.parameters,
+                    exclude=self.exclude,
+                    example_input=example,
+                    batches=self._batches(trainer),
+                    seed=self.seed,
+                    progress=self.progress,
                 )
                 outcome = {name: pack_mask(mask) for name, mask in masks.items()}
             except Exception as error:

@@ -24,8 +24,9 @@ class SynFlowCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Add ``--test_after_fit``."""
-        parser.add_argument("--test_after_fit", type=bool, default=False,
-                            help="After fit, evaluate the final weights on the test set.")
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=False, help="After fit, evaluate the final weights on the test set."
+        )
 
     def after_fit(self) -> None:
         """Run the test loop on the final (pruned and trained) weights when asked to."""

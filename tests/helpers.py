@@ -87,8 +87,10 @@ class SmallNet(LightningModule):
         if self.optimizer_name == "adamw":
             return torch.optim.AdamW(params, lr=0.01, weight_decay=0.1)
         if self.optimizer_name == "two":
-            return [torch.optim.SGD(self.net.parameters(), lr=0.1, momentum=0.9),
-                    torch.optim.Adam(self.head2.parameters(), lr=0.01)]
+            return [
+                torch.optim.SGD(self.net.parameters(), lr=0.1, momentum=0.9),
+                torch.optim.Adam(self.head2.parameters(), lr=0.01),
+            ]
         raise ValueError(self.optimizer_name)
 
 
@@ -116,7 +118,15 @@ class StepChecker(Callback):
 
 
 def quiet_trainer(**kwargs) -> Trainer:
-    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                    enable_model_summary=False, max_epochs=1, limit_val_batches=0)
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_epochs=1,
+        limit_val_batches=0,
+    )
     defaults.update(kwargs)
     return Trainer(**defaults)

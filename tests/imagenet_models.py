@@ -29,7 +29,12 @@ class Bottleneck(nn.Module):
 
 
 def imagenet_resnet(blocks: list[int], zero_init_last_bn: bool = False) -> nn.Module:
-    layers: list[nn.Module] = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1),
+    ]
     cin = 64
     for stage, count in enumerate(blocks):
         for i in range(count):
@@ -49,8 +54,14 @@ def imagenet_resnet(blocks: list[int], zero_init_last_bn: bool = False) -> nn.Mo
 class DenseLayer(nn.Module):
     def __init__(self, cin: int, growth: int):
         super().__init__()
-        self.body = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(), nn.Conv2d(cin, 4 * growth, 1, bias=False),
-                                  nn.BatchNorm2d(4 * growth), nn.ReLU(), nn.Conv2d(4 * growth, growth, 3, 1, 1, bias=False))
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(cin),
+            nn.ReLU(),
+            nn.Conv2d(cin, 4 * growth, 1, bias=False),
+            nn.BatchNorm2d(4 * growth),
+            nn.ReLU(),
+            nn.Conv2d(4 * growth, growth, 3, 1, 1, bias=False),
+        )
 
     def forward(self, x):
         return torch.cat([x, self.body(x)], 1)
@@ -58,7 +69,12 @@ class DenseLayer(nn.Module):
 
 def densenet121() -> nn.Module:
     growth, cin = 32, 64
-    layers: list[nn.Module] = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1),
+    ]
     for index, count in enumerate([6, 12, 24, 16]):
         for _ in range(count):
             layers.append(DenseLayer(cin, growth))
@@ -79,12 +95,17 @@ class MBConv(nn.Module):
         super().__init__()
         mid = cin * expand
         squeeze = max(1, cin // 4)
-        self.expand = nn.Sequential(nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.SiLU()) if expand != 1 \
+        self.expand = (
+            nn.Sequential(nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.SiLU())
+            if expand != 1
             else nn.Identity()
-        self.depthwise = nn.Sequential(nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False),
-                                       nn.BatchNorm2d(mid), nn.SiLU())
-        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(mid, squeeze, 1), nn.SiLU(), nn.Conv2d(squeeze, mid, 1),
-                                nn.Sigmoid())
+        )
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False), nn.BatchNorm2d(mid), nn.SiLU()
+        )
+        self.se = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(mid, squeeze, 1), nn.SiLU(), nn.Conv2d(squeeze, mid, 1), nn.Sigmoid()
+        )
         self.project = nn.Sequential(nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
         self.residual = stride == 1 and cin == cout
 
@@ -95,16 +116,29 @@ class MBConv(nn.Module):
 
 
 def efficientnet_b0() -> nn.Module:
-    config = [(1, 16, 1, 3, 1), (6, 24, 2, 3, 2), (6, 40, 2, 5, 2), (6, 80, 3, 3, 2), (6, 112, 3, 5, 1),
-              (6, 192, 4, 5, 2), (6, 320, 1, 3, 1)]
+    config = [
+        (1, 16, 1, 3, 1),
+        (6, 24, 2, 3, 2),
+        (6, 40, 2, 5, 2),
+        (6, 80, 3, 3, 2),
+        (6, 112, 3, 5, 1),
+        (6, 192, 4, 5, 2),
+        (6, 320, 1, 3, 1),
+    ]
     layers: list[nn.Module] = [nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.SiLU()]
     cin = 32
     for expand, cout, repeats, kernel, stride in config:
         for i in range(repeats):
             layers.append(MBConv(cin, cout, expand, kernel, stride if i == 0 else 1))
             cin = cout
-    layers += [nn.Conv2d(cin, 1280, 1, bias=False), nn.BatchNorm2d(1280), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
-               nn.Flatten(), nn.Linear(1280, 1000)]
+    layers += [
+        nn.Conv2d(cin, 1280, 1, bias=False),
+        nn.BatchNorm2d(1280),
+        nn.SiLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(1280, 1000),
+    ]
     model = nn.Sequential(*layers)
     for m in model.modules():
         if isinstance(m, nn.Conv2d):

@@ -59,8 +59,15 @@ def reference_scores(model: nn.Module, names: list[str], method: str, example_in
     raise ValueError(method)
 
 
-def reference_prune(model: nn.Module, density: float, method: str, iterations: int, example_input=None,
-                    batches=None, schedule: str = "exponential"):
+def reference_prune(
+    model: nn.Module,
+    density: float,
+    method: str,
+    iterations: int,
+    example_input=None,
+    batches=None,
+    schedule: str = "exponential",
+):
     """Masks (float 0/1) that the reference's prune loop computes on a copy of ``model``."""
     model = copy.deepcopy(model).eval()
     names = list(select_prunable(model))

@@ -20,15 +20,23 @@ class DumpPerRank(Callback):
         self.pruning, self.directory = pruning, directory
 
     def on_train_end(self, trainer, pl_module):
-        torch.save({"masks": {n: m.cpu() for n, m in self.pruning.masks.items()},
-                    "weights": {n: p.detach().cpu() for n, p in pl_module.named_parameters()}},
-                   f"{self.directory}/rank{trainer.global_rank}.pt")
+        torch.save(
+            {
+                "masks": {n: m.cpu() for n, m in self.pruning.masks.items()},
+                "weights": {n: p.detach().cpu() for n, p in pl_module.named_parameters()},
+            },
+            f"{self.directory}/rank{trainer.global_rank}.pt",
+        )
 
 
 def test_ddp_spawn_masks_and_weights_identical_on_both_ranks(tmp_path):
     pruning = SynFlowPruning(sparsity=0.8, method="random", progress=False, verbose=False)
-    trainer = quiet_trainer(strategy="ddp_spawn", devices=2, max_epochs=2,
-                            callbacks=[DivergeRandomness(), pruning, DumpPerRank(pruning, tmp_path)])
+    trainer = quiet_trainer(
+        strategy="ddp_spawn",
+        devices=2,
+        max_epochs=2,
+        callbacks=[DivergeRandomness(), pruning, DumpPerRank(pruning, tmp_path)],
+    )
     trainer.fit(SmallNet("sgd"))
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert rank0["masks"].keys() == rank1["masks"].keys()

@@ -60,8 +60,7 @@ def test_gradient_accumulation_and_clipping():
 def test_float16_with_a_grad_scaler_that_skips_steps():
     model, pruning = SmallNet("adam"), SynFlowPruning(sparsity=0.8, progress=False, verbose=False)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)  # the first steps overflow and are skipped
-    trainer, checker, before = _fit(model, pruning, plugins=[MixedPrecision("16-mixed", "cpu", scaler)],
-                                    max_epochs=3)
+    trainer, checker, before = _fit(model, pruning, plugins=[MixedPrecision("16-mixed", "cpu", scaler)], max_epochs=3)
     assert 0 < checker.steps < 24
     assert scaler.get_scale() < 2.0**40
     _assert_sparse_and_trained(model, pruning, before)

@@ -11,8 +11,18 @@ from lightning_synflow.cli import main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FAST = ["--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false"]
-DIGITS_AS_CIFAR = ["--data", "lightning_synflow.data.DigitsDataModule", "--data.flatten", "false",
-                   "--data.image_size", "32", "--data.channels", "3", "--data.batch_size", "4"]
+DIGITS_AS_CIFAR = [
+    "--data",
+    "lightning_synflow.data.DigitsDataModule",
+    "--data.flatten",
+    "false",
+    "--data.image_size",
+    "32",
+    "--data.channels",
+    "3",
+    "--data.batch_size",
+    "4",
+]
 
 
 def _callback(cli):
@@ -36,8 +46,15 @@ def test_cifar_configs_run_reduced_on_digits_shaped_as_cifar(config, tmp_path, m
     monkeypatch.chdir(tmp_path)
     with open(CONFIGS / config) as handle:
         classes = yaml.safe_load(handle)["model"]["init_args"]["num_classes"]
-    args = ["fit", "--config", str(CONFIGS / config), *FAST, *DIGITS_AS_CIFAR,
-            "--trainer.callbacks.init_args.iterations", "5"]
+    args = [
+        "fit",
+        "--config",
+        str(CONFIGS / config),
+        *FAST,
+        *DIGITS_AS_CIFAR,
+        "--trainer.callbacks.init_args.iterations",
+        "5",
+    ]
     cli = main(args)
     import torch
 
@@ -47,7 +64,8 @@ def test_cifar_configs_run_reduced_on_digits_shaped_as_cifar(config, tmp_path, m
 
 def test_user_defined_model_class_from_yaml(tmp_path, monkeypatch):
     package = tmp_path / "my_project.py"
-    package.write_text(textwrap.dedent("""
+    package.write_text(
+        textwrap.dedent("""
         import torch
         from torch import nn
         from lightning.pytorch import LightningModule
@@ -67,9 +85,11 @@ def test_user_defined_model_class_from_yaml(tmp_path, monkeypatch):
 
             def configure_optimizers(self):
                 return torch.optim.SGD(self.parameters(), lr=0.1)
-    """))
+    """)
+    )
     config = tmp_path / "config.yaml"
-    config.write_text(textwrap.dedent("""
+    config.write_text(
+        textwrap.dedent("""
         model:
           class_path: my_project.TinyNet
           init_args:
@@ -84,7 +104,8 @@ def test_user_defined_model_class_from_yaml(tmp_path, monkeypatch):
               init_args:
                 sparsity: 0.9
                 exclude: ["body.2.weight"]
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
     cli = main(["fit", "--config", str(config), "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"])

@@ -67,9 +67,17 @@ def test_properties(arch, sparsity, method, iterations, schedule, scope, bias):
     history = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        masks = prune(model, sparsity=sparsity, method=method, iterations=iterations, schedule=schedule, scope=scope,
-                      example_input=example, seed=3,
-                      on_iteration=lambda e, m: history.append({k: v.clone() for k, v in m.items()}))
+        masks = prune(
+            model,
+            sparsity=sparsity,
+            method=method,
+            iterations=iterations,
+            schedule=schedule,
+            scope=scope,
+            example_input=example,
+            seed=3,
+            on_iteration=lambda e, m: history.append({k: v.clone() for k, v in m.items()}),
+        )
     density = 1 - exact_fraction(sparsity)
     sizes = {n: m.numel() for n, m in masks.items()}
     total = sum(sizes.values())

@@ -33,7 +33,7 @@ def test_schedule_densities(schedule):
     assert steps[-1] == d and len(steps) == 4
     assert all(a > b for a, b in zip(steps, steps[1:]))
     if schedule == "exponential":
-        assert [float(x) for x in steps[:3]] == pytest.approx([0.01 ** 0.25, 0.01 ** 0.5, 0.01 ** 0.75])
+        assert [float(x) for x in steps[:3]] == pytest.approx([0.01**0.25, 0.01**0.5, 0.01**0.75])
     else:
         assert steps[:3] == [1 - Fraction(99, 400), 1 - Fraction(99, 200), 1 - Fraction(297, 400)]
 

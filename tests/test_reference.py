@@ -20,8 +20,13 @@ EXAMPLES = {
 
 def _batches(example, classes=10, count=2, size=8):
     generator = torch.Generator().manual_seed(0)
-    return [(torch.randn((size, *example.shape[1:]), generator=generator),
-             torch.randint(0, classes, (size,), generator=generator)) for _ in range(count)]
+    return [
+        (
+            torch.randn((size, *example.shape[1:]), generator=generator),
+            torch.randint(0, classes, (size,), generator=generator),
+        )
+        for _ in range(count)
+    ]
 
 
 def _compare(ours, reference, final_scores):
@@ -43,8 +48,9 @@ def test_single_shot_masks_equal_reference(arch, method):
     model = build()
     batches = _batches(example)
     reference, scores = reference_prune(model, 0.01, method, 1, example, batches)
-    ours = prune(copy.deepcopy(model), compression=100, method=method, iterations=1, example_input=example,
-                 batches=batches)
+    ours = prune(
+        copy.deepcopy(model), compression=100, method=method, iterations=1, example_input=example, batches=batches
+    )
     _compare(ours, reference, scores)
 
 

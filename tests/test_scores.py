@@ -21,8 +21,11 @@ def _layer_sums(scores):
 @pytest.mark.parametrize("net", [mlp([6, 9, 7, 5], bias=False), convnet([2, 4, 5], size=5, bias=False)])
 def test_conservation_per_layer_sums_are_equal(net):
     net = net.double()
-    example = torch.zeros(1, 6, dtype=torch.float64) if isinstance(net[1], nn.Linear) \
+    example = (
+        torch.zeros(1, 6, dtype=torch.float64)
+        if isinstance(net[1], nn.Linear)
         else torch.zeros(1, 2, 5, 5, dtype=torch.float64)
+    )
     sums = _layer_sums(score(net, example_input=example))
     assert float((sums.max() - sums.min()) / sums.mean()) < 1e-9
     assert float(sums[0]) == pytest.approx(linearized_flow(net, example), rel=1e-9)

@@ -35,8 +35,15 @@ class CIFARDataModule(LightningDataModule):
         seed: seed of the train/validation split.
     """
 
-    def __init__(self, num_classes: int = 10, data_dir: str = "./data", batch_size: int = 128, val_size: int = 5000,
-                 num_workers: int = 2, seed: int = 0) -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        data_dir: str = "./data",
+        batch_size: int = 128,
+        val_size: int = 5000,
+        num_workers: int = 2,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         if num_classes not in _STATS:
             raise ValueError(f"`num_classes` must be 10 or 100, got {num_classes!r}.")
@@ -63,8 +70,8 @@ class CIFARDataModule(LightningDataModule):
         hp = self.hparams
         augmented, plain = self._dataset(True, True), self._dataset(True, False)
         order = torch.randperm(len(plain), generator=torch.Generator().manual_seed(hp.seed)).tolist()
-        self.train_set = Subset(augmented, order[hp.val_size:])
-        self.val_set = Subset(plain, order[:hp.val_size])
+        self.train_set = Subset(augmented, order[hp.val_size :])
+        self.val_set = Subset(plain, order[: hp.val_size])
         self.test_set = self._dataset(False, False)
 
     def train_dataloader(self) -> DataLoader:

@@ -79,13 +79,17 @@ class DigitsDataModule(LightningDataModule):
         order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(hp.seed))
         n_test = int(round(hp.test_fraction * len(order)))
         n_val = int(round(hp.val_fraction * len(order)))
-        parts = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
+        parts = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
         self.splits = {name: TensorDataset(images[index], targets[index]) for name, index in parts.items()}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
-        return DataLoader(self.splits[split], batch_size=self.hparams.batch_size, shuffle=shuffle,
-                          num_workers=self.hparams.num_workers)
+        return DataLoader(
+            self.splits[split],
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            num_workers=self.hparams.num_workers,
+        )
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches."""

@@ -83,7 +83,10 @@ class ImageClassifier(LightningModule):
         hp = self.hparams
         if hp.optimizer == "sgd":
             optimizer: torch.optim.Optimizer = torch.optim.SGD(
-                self.parameters(), lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov and hp.momentum > 0,
+                self.parameters(),
+                lr=hp.lr,
+                momentum=hp.momentum,
+                nesterov=hp.nesterov and hp.momentum > 0,
                 weight_decay=hp.weight_decay,
             )
         elif hp.optimizer == "adam":

@@ -17,8 +17,9 @@ class MLP(nn.Sequential):
         bias: use biases in every Linear layer.
     """
 
-    def __init__(self, in_features: int = 64, hidden: Sequence[int] = (300, 300, 300), num_classes: int = 10,
-                 bias: bool = True) -> None:
+    def __init__(
+        self, in_features: int = 64, hidden: Sequence[int] = (300, 300, 300), num_classes: int = 10, bias: bool = True
+    ) -> None:
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_features
         for size in hidden:

@@ -14,8 +14,10 @@ _PLANS: dict[int, list[int | str]] = {
 
 
 class CifarVGG(nn.Module):
-    """VGG for 32x32 inputs: 3x3 conv + BatchNorm + ReLU blocks, four max-pools, a 2x2 average pool
-    and one linear classifier (512 -> classes).
+    """VGG for 32x32 inputs, as in the paper's CIFAR experiments.
+
+    3x3 conv + BatchNorm + ReLU blocks, four max-pools, a 2x2 average pool and one linear
+    classifier (512 -> classes).
 
     Args:
         depth: 11, 13, 16 or 19.

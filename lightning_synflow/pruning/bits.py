@@ -21,5 +21,7 @@ def unpack_mask(packed: torch.Tensor, shape: list[int] | tuple[int, ...]) -> tor
         numel *= int(size)
     bits = packed.to(torch.uint8).view(-1, 1).bitwise_and(_BIT_WEIGHTS).ne(0).view(-1)
     if bits.numel() < numel:
-        raise ValueError(f"Packed mask holds {bits.numel()} bits, fewer than the {numel} entries of shape {list(shape)}.")
+        raise ValueError(
+            f"Packed mask holds {bits.numel()} bits, fewer than the {numel} entries of shape {list(shape)}."
+        )
     return bits[:numel].view(*shape)

@@ -40,7 +40,9 @@ def validate_example_input(example_input: Any) -> None:
         )
     tensors = _iter_tensors(example_input)
     if not tensors:
-        raise TypeError("`example_input` holds no tensor; give a tensor shaped like a batch, e.g. torch.zeros(1, 3, 32, 32).")
+        raise TypeError(
+            "`example_input` holds no tensor; give a tensor shaped like a batch, e.g. torch.zeros(1, 3, 32, 32)."
+        )
     for tensor in tensors:
         if not torch.is_floating_point(tensor):
             raise TypeError(

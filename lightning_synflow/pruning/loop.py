@@ -77,7 +77,11 @@ def resolve_density(sparsity: float | None, compression: float | None) -> Fracti
 
 def validate_choices(method: str, schedule: str, scope: str, iterations: int | None) -> int:
     """Validate the loop options and return the iteration count (default by method)."""
-    for name, value, allowed in (("method", method, METHODS), ("schedule", schedule, SCHEDULES), ("scope", scope, SCOPES)):
+    for name, value, allowed in (
+        ("method", method, METHODS),
+        ("schedule", schedule, SCHEDULES),
+        ("scope", scope, SCOPES),
+    ):
         if value not in allowed:
             raise ValueError(f"`{name}` must be one of {list(allowed)}, got {value!r}.")
     if iterations is None:
@@ -172,8 +176,21 @@ def prune(
     density = resolve_density(sparsity, compression)
     n_iterations = validate_choices(method, schedule, scope, iterations)
     prunable, batch_list = _validate_inputs(model, method, parameters, exclude, example_input, batches, seed)
-    return _run(model, prunable, density, method, n_iterations, schedule, scope, example_input, batch_list,
-                loss_fn or F.cross_entropy, seed, progress, on_iteration)
+    return _run(
+        model,
+        prunable,
+        density,
+        method,
+        n_iterations,
+        schedule,
+        scope,
+        example_input,
+        batch_list,
+        loss_fn or F.cross_entropy,
+        seed,
+        progress,
+        on_iteration,
+    )
 
 
 def score(
@@ -274,13 +291,27 @@ def _run(
             gathered, masks = alive.gather(scores), alive.view_masks()
             del scores
             if scope == "global":
-                chosen, counts = select_to_prune(gathered, masks, sum(alive.pruned), prune_count(step_density, total),
-                                                 not last, final_count, sum(alive.hidden))
+                chosen, counts = select_to_prune(
+                    gathered,
+                    masks,
+                    sum(alive.pruned),
+                    prune_count(step_density, total),
+                    not last,
+                    final_count,
+                    sum(alive.hidden),
+                )
             else:
                 chosen, counts = [], []
                 for i, (s, size) in enumerate(zip(gathered, sizes)):
-                    picked, count = select_to_prune([s], [masks[i]], alive.pruned[i], prune_count(step_density, size),
-                                                    not last, prune_count(density, size), alive.hidden[i])
+                    picked, count = select_to_prune(
+                        [s],
+                        [masks[i]],
+                        alive.pruned[i],
+                        prune_count(step_density, size),
+                        not last,
+                        prune_count(density, size),
+                        alive.hidden[i],
+                    )
                     chosen += picked
                     counts += count
             del gathered

@@ -89,10 +89,11 @@ class SynFlowScorer:
 
     The network stays linearized for the whole loop. Scores are computed in float32 (or the
     model's wider dtype); if R or a score is not finite, or R is so large or small that gradients
-    could over- or underflow, the model is widened to float64; if even float64 is out of range, each prunable weight is also scaled by a power of two close to the inverse of its
-    gain. Powers of two are exact, and for a network that is positively homogeneous in each
-    prunable weight (bias-free ReLU chains) they scale every score by one common factor, which
-    leaves the ranking unchanged.
+    could over- or underflow, the model is widened to float64; if even float64 is out of range,
+    each prunable weight is also scaled by a power of two close to the inverse of its gain.
+    Powers of two are exact, and for a network that is positively homogeneous in each prunable
+    weight (bias-free ReLU chains) they scale every score by one common factor, which leaves the
+    ranking unchanged.
 
     Args:
         workspace: the scoring workspace of the model.

@@ -86,5 +86,7 @@ def select_prunable(
     result = {name: named[name] for name in all_names if name in selected}
     for name, param in result.items():
         if not torch.is_floating_point(param):
-            raise TypeError(f"Prunable parameter {name!r} has dtype {param.dtype}; only floating-point tensors can be pruned.")
+            raise TypeError(
+                f"Prunable parameter {name!r} has dtype {param.dtype}; only floating-point tensors can be pruned."
+            )
     return result

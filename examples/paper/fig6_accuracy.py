@@ -1,0 +1,115 @@
+"""Paper Fig. 6 analogue: test accuracy after training against compression, five methods, 3 seeds.
+
+    python examples/paper/fig6_accuracy.py --out docs/figures [--quick]
+
+An MLP 64-300-300-300-10 on scikit-learn's bundled digits (offline), pruned at initialization by
+SynFlowPruning (SynFlow 100 iterations; baselines single shot, SNIP/GraSP on 10 training batches),
+then trained with Adam (lr 0.01) for 30 epochs. Compressions 10^0..10^3. Writes fig6_accuracy.csv/.png
+with mean and spread over seeds, and the paper's VGG-16-BN/CIFAR-10 values for reference.
+"""
+
+import statistics
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Trainer, seed_everything
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from paper_common import COLORS, METHODS, parser, pyplot, write_csv  # noqa: E402
+
+from lightning_synflow import SynFlowPruning  # noqa: E402
+from lightning_synflow.data import DigitsDataModule  # noqa: E402
+from lightning_synflow.models import MLP, ImageClassifier  # noqa: E402
+
+#: Paper, Fig. 6 (VGG-16-BN on CIFAR-10, 160 epochs, mean of 3 seeds): accuracy at compression 10^2 and 10^3.
+PAPER = {
+    "synflow": (90.1, 80.4),
+    "snip": (89.2, 76.3),
+    "grasp": (87.5, 70.9),
+    "magnitude": (89.8, 10.0),
+    "random": (79.1, 10.0),
+}
+
+
+def train(method: str, log_compression: float, seed: int, epochs: int) -> float:
+    seed_everything(seed, verbose=False)
+    data = DigitsDataModule(batch_size=64, seed=0)
+    model = ImageClassifier(
+        MLP(64, [300, 300, 300], 10), 10, [64], optimizer="adam", lr=0.01, weight_decay=0.0, milestones=[10**6]
+    )
+    callbacks = []
+    if log_compression > 0:
+        callbacks.append(
+            SynFlowPruning(compression=10**log_compression, method=method, seed=seed, verbose=False, progress=False)
+        )
+    trainer = Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
+    trainer.fit(model, datamodule=data)
+    return 100 * trainer.test(model, datamodule=data, verbose=False)[0]["test/acc"]
+
+
+def main(argv=None):
+    args = parser(__doc__).parse_args(argv)
+    out = Path(args.out)
+    warnings.filterwarnings("ignore")
+    import logging
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    grid = [1, 3] if args.quick else [0, 0.5, 1, 1.5, 2, 2.5, 3]
+    seeds = [0] if args.quick else [0, 1, 2]
+    epochs = 2 if args.quick else 30
+    dense = {seed: train("synflow", 0, seed, epochs) for seed in seeds}
+    rows = []
+    for method in METHODS:
+        for c in grid:
+            accs = [dense[s] if c == 0 else train(method, c, s, epochs) for s in seeds]
+            rows.append(
+                {
+                    "method": method,
+                    "log10_compression": c,
+                    "mean_acc": statistics.mean(accs),
+                    "min_acc": min(accs),
+                    "max_acc": max(accs),
+                    "seeds": len(accs),
+                    "paper_acc_cifar10_vgg16": {2: PAPER[method][0], 3: PAPER[method][1]}.get(c, ""),
+                }
+            )
+            print(
+                f"{method:9s} 10^{c:<4g} accuracy {statistics.mean(accs):5.1f}"
+                f" (min {min(accs):.1f}, max {max(accs):.1f})"
+            )
+    write_csv(out / "fig6_accuracy.csv", rows)
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in METHODS:
+        part = [r for r in rows if r["method"] == method]
+        xs = [r["log10_compression"] for r in part]
+        ax.plot(xs, [r["mean_acc"] for r in part], "o-", label=method, color=COLORS[method])
+        ax.fill_between(xs, [r["min_acc"] for r in part], [r["max_acc"] for r in part], alpha=0.2, color=COLORS[method])
+        ax.plot([2, 3], PAPER[method], "x:", color=COLORS[method], alpha=0.6)
+    ax.set(
+        xlabel="compression (log10)",
+        ylabel="test accuracy (%)",
+        title="MLP on digits (lines) vs paper's VGG-16/CIFAR-10 (x)",
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "fig6_accuracy.png", dpi=100)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
