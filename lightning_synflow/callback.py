@@ -120,18 +120,23 @@ class SynFlowPruning(Callback):
         self._groups: dict[Any, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
 
     @property
+    def settings(self) -> dict[str, Any]:
+        """What decides the masks: passed to ``prune``, saved in checkpoints, and part of the state key."""
+        return {
+            "sparsity": self.sparsity,
+            "compression": self.compression,
+            "method": self.method,
+            "iterations": self.iterations,
+            "schedule": self.schedule,
+            "scope": self.scope,
+            "parameters": self.parameters,
+            "exclude": self.exclude,
+        }
+
+    @property
     @override
     def state_key(self) -> str:
-        return self._generate_state_key(
-            sparsity=self.sparsity,
-            compression=self.compression,
-            method=self.method,
-            iterations=self.iterations,
-            schedule=self.schedule,
-            scope=self.scope,
-            parameters=self.parameters,
-            exclude=self.exclude,
-        )
+        return self._generate_state_key(**self.settings)
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -171,14 +176,7 @@ class SynFlowPruning(Callback):
         return {
             "masks": {name: pack_mask(mask) for name, mask in self.masks.items()},
             "shapes": {name: list(mask.shape) for name, mask in self.masks.items()},
-            "settings": {
-                "sparsity": self.sparsity,
-                "compression": self.compression,
-                "method": self.method,
-                "iterations": self.iterations,
-                "schedule": self.schedule,
-                "scope": self.scope,
-            },
+            "settings": self.settings,
         }
 
     @override
@@ -227,14 +225,7 @@ class SynFlowPruning(Callback):
             try:
                 masks = prune(
                     pl_module,
-                    sparsity=self.sparsity,
-                    compression=self.compression,
-                    method=self.method,
-                    iterations=self.iterations,
-                    schedule=self.schedule,
-                    scope=self.scope,
-                    parameters=self.parameters,
-                    exclude=self.exclude,
+                    **self.settings,
                     example_input=example,
                     batches=self._batches(trainer),
                     seed=self.seed,

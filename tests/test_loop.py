@@ -241,3 +241,15 @@ def test_non_finite_weights_are_refused():
 def test_progress_bar(capsys):
     prune(mlp([4, 4]), sparsity=0.5, example_input=torch.zeros(1, 4), iterations=3, progress=True)
     assert "Pruning (synflow)" in capsys.readouterr().err
+
+
+def test_core_does_not_import_lightning():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lightning_synflow.pruning; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'lightning', 'wandb', 'torchvision'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

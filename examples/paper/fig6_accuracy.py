@@ -14,15 +14,10 @@ import warnings
 from pathlib import Path
 
 import torch
-from lightning.pytorch import Trainer, seed_everything
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from paper_common import COLORS, METHODS, parser, pyplot, write_csv  # noqa: E402
-
-from lightning_synflow import SynFlowPruning  # noqa: E402
-from lightning_synflow.data import DigitsDataModule  # noqa: E402
-from lightning_synflow.models import MLP, ImageClassifier  # noqa: E402
+from paper_common import COLORS, METHODS, parser, pyplot, train_digits_mlp, write_csv  # noqa: E402
 
 #: Paper, Fig. 6 (VGG-16-BN on CIFAR-10, 160 epochs, mean of 3 seeds): accuracy at compression 10^2 and 10^3.
 PAPER = {
@@ -32,31 +27,6 @@ PAPER = {
     "magnitude": (89.8, 10.0),
     "random": (79.1, 10.0),
 }
-
-
-def train(method: str, log_compression: float, seed: int, epochs: int) -> float:
-    seed_everything(seed, verbose=False)
-    data = DigitsDataModule(batch_size=64, seed=0)
-    model = ImageClassifier(
-        MLP(64, [300, 300, 300], 10), 10, [64], optimizer="adam", lr=0.01, weight_decay=0.0, milestones=[10**6]
-    )
-    callbacks = []
-    if log_compression > 0:
-        callbacks.append(
-            SynFlowPruning(compression=10**log_compression, method=method, seed=seed, verbose=False, progress=False)
-        )
-    trainer = Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=callbacks,
-    )
-    trainer.fit(model, datamodule=data)
-    return 100 * trainer.test(model, datamodule=data, verbose=False)[0]["test/acc"]
 
 
 def main(argv=None):
@@ -70,11 +40,11 @@ def main(argv=None):
     grid = [1, 3] if args.quick else [0, 0.5, 1, 1.5, 2, 2.5, 3]
     seeds = [0] if args.quick else [0, 1, 2]
     epochs = 2 if args.quick else 30
-    dense = {seed: train("synflow", 0, seed, epochs) for seed in seeds}
+    dense = {seed: train_digits_mlp("synflow", 0, seed, epochs)[0] for seed in seeds}
     rows = []
     for method in METHODS:
         for c in grid:
-            accs = [dense[s] if c == 0 else train(method, c, s, epochs) for s in seeds]
+            accs = [dense[s] if c == 0 else train_digits_mlp(method, c, s, epochs)[0] for s in seeds]
             rows.append(
                 {
                     "method": method,

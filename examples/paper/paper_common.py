@@ -141,3 +141,43 @@ def pyplot():
 def log10(value: float) -> float:
     """log10 that maps 0 to -inf."""
     return math.log10(value) if value > 0 else float("-inf")
+
+
+def train_digits_mlp(
+    method: str, log_compression: float, seed: int, epochs: int, lr: float = 0.01
+) -> tuple[float, int]:
+    """Prune an MLP 64-300-300-300-10 at 10^log_compression (0: dense), train it on the digits, test it.
+
+    SynFlow runs 100 iterations, the baselines one; Adam with ``lr``. Returns the test accuracy (%)
+    and the number of layers left empty by pruning.
+    """
+    from lightning.pytorch import Trainer, seed_everything
+
+    from lightning_synflow import SynFlowPruning
+    from lightning_synflow.data import DigitsDataModule
+    from lightning_synflow.models import MLP, ImageClassifier
+
+    seed_everything(seed, verbose=False)
+    data = DigitsDataModule(batch_size=64, seed=0)
+    model = ImageClassifier(
+        MLP(64, [300, 300, 300], 10), 10, [64], optimizer="adam", lr=lr, weight_decay=0.0, milestones=[10**6]
+    )
+    pruning = None
+    if log_compression > 0:
+        pruning = SynFlowPruning(
+            compression=10**log_compression, method=method, seed=seed, verbose=False, progress=False
+        )
+    trainer = Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[pruning] if pruning else [],
+    )
+    trainer.fit(model, datamodule=data)
+    accuracy = 100 * trainer.test(model, datamodule=data, verbose=False)[0]["test/acc"]
+    empty = sum(int(not m.any()) for m in pruning.masks.values()) if pruning else 0
+    return accuracy, empty
