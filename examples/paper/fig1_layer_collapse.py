@@ -12,8 +12,6 @@ fig1_layer_collapse.csv/.png.
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from paper_common import (  # noqa: E402
@@ -21,25 +19,20 @@ from paper_common import (  # noqa: E402
     FULL_GRID,
     METHODS,
     PAPER_CRITICAL,
+    collapse_setting,
     connected,
     critical,
-    gaussian_batches,
     masks_for,
     parser,
     pyplot,
     write_csv,
 )
 
-from lightning_synflow.models import vgg16  # noqa: E402
-
 
 def main(argv=None):
     args = parser(__doc__).parse_args(argv)
     out = Path(args.out)
-    torch.manual_seed(0)
-    model = vgg16(100)
-    example = torch.zeros(1, 3, 32, 32)
-    batches = gaussian_batches([3, 32, 32], 100)
+    model, example, batches = collapse_setting()
     grid = [0, 1.5, 3, 4.5, 6] if args.quick else FULL_GRID
     iterations = 10 if args.quick else 100
     cache: dict = {}

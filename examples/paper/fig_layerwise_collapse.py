@@ -9,22 +9,15 @@ CIFAR VGG-16-BN with 100 classes, as in Fig. 1; SynFlow with 100 iterations, bas
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from paper_common import COLORS, METHODS, gaussian_batches, masks_for, parser, pyplot, write_csv  # noqa: E402
-
-from lightning_synflow.models import vgg16  # noqa: E402
+from paper_common import COLORS, METHODS, collapse_setting, masks_for, parser, pyplot, write_csv  # noqa: E402
 
 
 def main(argv=None):
     args = parser(__doc__).parse_args(argv)
     out = Path(args.out)
-    torch.manual_seed(0)
-    model = vgg16(100)
-    example = torch.zeros(1, 3, 32, 32)
-    batches = gaussian_batches([3, 32, 32], 100)
+    model, example, batches = collapse_setting()
     compressions = [2, 3.5] if args.quick else [1, 2, 3, 3.5]
     iterations = 10 if args.quick else 100
     cache: dict = {}

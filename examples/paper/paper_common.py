@@ -46,6 +46,18 @@ def gaussian_batches(shape: Sequence[int], classes: int, count: int = 1, size: i
     ]
 
 
+def collapse_setting() -> tuple[nn.Module, torch.Tensor, list]:
+    """The layer-collapse experiments' network, example input and SNIP/GraSP data.
+
+    CIFAR VGG-16-BN with 100 classes (seed 0), a 3x32x32 example, one batch of 64 Gaussian inputs
+    with random labels.
+    """
+    from lightning_synflow.models import vgg16
+
+    torch.manual_seed(0)
+    return vgg16(100), torch.zeros(1, 3, 32, 32), gaussian_batches([3, 32, 32], 100)
+
+
 def flow(model: nn.Module, masks: dict[str, torch.Tensor], example: torch.Tensor) -> float:
     """Synaptic flow R of the masked |theta| network (float64); 0 means input and output are disconnected."""
     net = copy.deepcopy(model).double().eval()
