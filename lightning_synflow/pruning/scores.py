@@ -107,7 +107,6 @@ class SynFlowScorer:
         model_dtype = params[0].dtype
         self.dtype = model_dtype if model_dtype == torch.float64 else torch.float32
         self.rescaled = False
-        self.flow = math.nan
 
     def _try(self, last_resort: bool) -> list[torch.Tensor] | None:
         workspace = self.workspace
@@ -121,7 +120,6 @@ class SynFlowScorer:
         scores = [g.mul_(p.detach()).abs_() for g, p in zip(grads, params)]
         if not torch.isfinite(torch.stack([s.sum() for s in scores]).sum()):
             return None
-        self.flow = float(flow.detach())
         return scores
 
     @torch.no_grad()
