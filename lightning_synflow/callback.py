@@ -242,10 +242,10 @@ class SynFlowPruning(Callback):
                 raise outcome
             raise RuntimeError(f"SynFlowPruning failed on rank 0: {outcome}")
         params = dict(pl_module.named_parameters())
+        # The weights of every rank are masked by `_attach`, which `on_fit_start` calls right after this.
         self.masks = {
             name: unpack_mask(packed, params[name].shape).to(params[name].device) for name, packed in outcome.items()
         }
-        self._apply(pl_module)
         if trainer.is_global_zero:
             self._report(trainer, seconds)
 
