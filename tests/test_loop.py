@@ -183,9 +183,35 @@ def test_interrupted_pruning_leaves_model_unchanged():
         if iteration == 3:
             raise KeyboardInterrupt
 
+    storage = [p.data_ptr() for p in model.parameters()]
     with pytest.raises(KeyboardInterrupt):
         prune(model, sparsity=0.9, example_input=torch.zeros(1, 2, 4, 4), on_iteration=stop)
     _assert_restored(model, before, {})
+    assert [p.data_ptr() for p in model.parameters()] == storage
+
+
+def test_pruning_keeps_the_parameters_storage():
+    # Optimizers and DDP buckets may hold the storage: the weights are masked in it, never replaced.
+    model = convnet([2, 3], size=4, bn=True)
+    storage = [p.data_ptr() for p in model.parameters()] + [b.data_ptr() for b in model.buffers()]
+    prune(model, sparsity=0.9, example_input=torch.zeros(1, 2, 4, 4))
+    assert [p.data_ptr() for p in model.parameters()] + [b.data_ptr() for b in model.buffers()] == storage
+
+
+def test_weight_outside_the_flow_scores_zero_and_goes_first():
+    class WithUnused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used = nn.Linear(8, 8)
+            self.unused = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.used(x)
+
+    model = WithUnused()
+    with pytest.warns(UserWarning, match="score of exactly zero"):
+        masks = prune(model, sparsity=0.5, example_input=torch.zeros(1, 8), iterations=3)
+    assert not masks["unused.weight"].any() and masks["used.weight"].all()
 
 
 def test_no_model_copy_per_iteration(monkeypatch):

@@ -7,8 +7,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lightning_synflow.pruning import masks as masks_module
 from lightning_synflow.pruning.masks import (
     exact_fraction,
+    keep_above,
     kth_smallest,
     prune_count,
     schedule_densities,
@@ -94,3 +96,28 @@ def test_split_and_whole_selection_agree():
     assert int(a.sum()) == 150_000 == count[0]
     parts, _ = select_to_prune([scores[:1000], scores[1000:]], [alive[:1000], alive[1000:]], 50_000, 200_000, False)
     assert np.array_equal(a.numpy(), torch.cat(parts).numpy())
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(65, 5_000), st.data())
+def test_chunked_count_and_band_cross_chunk_boundaries(n, data):
+    k = data.draw(st.integers(1, n))
+    values = torch.rand(n) ** 4
+    values[torch.rand(n) < 0.3] = 0
+    cut = data.draw(st.integers(0, n))
+    segments = [values[:cut].numpy(), values[cut:].numpy()]
+    expected = float(torch.kthvalue(values, k).values)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(masks_module, "CHUNK", 7)
+        assert kth_smallest(segments, k, 16) == expected
+
+
+def test_keep_above_clears_in_place_and_counts():
+    values = torch.rand(1000)
+    keep = torch.rand(1000) < 0.7
+    before = keep.clone()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(masks_module, "CHUNK", 64)
+        cleared = keep_above(keep.numpy(), values.numpy(), 0.4)
+    assert torch.equal(keep, before & (values > 0.4))
+    assert cleared == int((before & (values <= 0.4)).sum())

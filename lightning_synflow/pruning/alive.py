@@ -6,15 +6,23 @@ from collections.abc import Sequence
 
 import torch
 
-#: Alive fraction of the current view below which the view is compacted to the alive entries.
+from lightning_synflow.pruning.masks import Cut, arrays, keep_above
+
+#: Alive fraction of all entries below which the view is first compacted to the alive entries. A
+#: compacted view holds a score and an int32 position per entry; waiting until a quarter are alive
+#: keeps the pruning loop's peak memory under twice the prunable weights.
+FIRST_COMPACT_BELOW = 0.25
+
+#: Alive fraction of a compacted view below which it is compacted again.
 COMPACT_BELOW = 0.6
 
 
 class AliveSet:
     """Boolean masks of the prunable tensors, and the view of them that selection works on.
 
-    The view starts as the whole tensors. Whenever fewer than :data:`COMPACT_BELOW` of the view's
-    entries are alive, it is compacted to the flat positions of the alive entries, so the cost of
+    The view starts as the whole tensors. Once fewer than :data:`FIRST_COMPACT_BELOW` of all entries
+    are alive, and then whenever fewer than :data:`COMPACT_BELOW` of the view's entries are, it is
+    compacted to the flat positions of the alive entries, so the cost of
     each iteration's selection follows the alive count, which shrinks geometrically under the
     exponential schedule. Entries pruned since the last compaction stay in the view (score 0, mask
     False); entries outside it are counted as hidden zeros.
@@ -32,41 +40,79 @@ class AliveSet:
         self.hidden = [0] * len(params)
         self._view_size = self._view_alive = sum(p.numel() for p in params)
 
+    @property
+    def compacted(self) -> bool:
+        """Whether the view holds only some entries of each tensor (else it is the whole tensors)."""
+        return self._index is not None
+
+    def collect(self, i: int, scores: torch.Tensor) -> torch.Tensor:
+        """Flat scores of the view's entries of tensor ``i``, from its full score tensor."""
+        flat = scores.reshape(-1)
+        return flat if self._index is None else flat.index_select(0, self._index[i])
+
     def gather(self, scores: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Flat scores of the view's entries."""
-        flat = [s.reshape(-1) for s in scores]
-        if self._index is None:
-            return flat
-        return [s.index_select(0, i) for s, i in zip(flat, self._index)]
+        """Flat scores of the view's entries, from full score tensors."""
+        return [self.collect(i, s) for i, s in enumerate(scores)]
 
     def view_masks(self) -> list[torch.Tensor]:
         """Alive masks of the view's entries (matching :meth:`gather`)."""
         return self._view
 
-    def remove(self, chosen: Sequence[torch.Tensor], counts: Sequence[int]) -> list[torch.Tensor]:
-        """Mark the chosen entries of the view pruned.
+    def apply(
+        self, cut: Cut, scores: Sequence[torch.Tensor], tensors: Sequence[int] | None = None
+    ) -> dict[int, torch.Tensor]:
+        """Prune the view entries that ``cut`` removes, among ``tensors`` (indices; default all).
+
+        Args:
+            cut: the pruning step, planned on ``scores`` and the view masks of the same tensors.
+            scores: the view scores of those tensors.
+            tensors: which tensors ``cut`` and ``scores`` are about.
 
         Returns:
-            Per tensor, what to zero in the weights: a flat boolean mask, or flat int64 positions.
+            Per tensor changed, what to zero in the weights: its whole boolean mask (True = kept) or
+            flat int64 positions of the entries just pruned.
         """
-        zero = []
-        for i, (view, pick, count) in enumerate(zip(self._view, chosen, counts)):
-            self.pruned[i] += count
+        tensors = range(len(self._view)) if tensors is None else tensors
+        views = [self._view[i] for i in tensors]
+        zero: dict[int, torch.Tensor] = {}
+        if cut.ties is None and not self.compacted and views[0].device.type == "cpu":
+            # Whole tensors, every tie goes: one in-place update of each mask, no pick array.
+            for i, view, values in zip(tensors, views, scores):
+                self._pruned_now(i, keep_above(view.numpy(), values.numpy(), cut.threshold), view, zero)
+            return zero
+        picks = cut.picks(arrays(scores), arrays(views))
+        for i, view, pick in zip(tensors, views, picks):
+            pick = torch.as_tensor(pick)
+            count = int(torch.count_nonzero(pick))
+            if not count:
+                continue
             view &= ~pick
-            if self._index is None:
-                zero.append(pick)
-            else:
+            if self.compacted:
+                assert self._index is not None
                 positions = self._index[i][torch.nonzero(pick).view(-1)].long()
                 self._flat[i][positions] = False
-                zero.append(positions)
-        self._view_alive -= sum(counts)
-        if self._view_alive < COMPACT_BELOW * self._view_size:
-            # int32 positions halve the index's memory; index_select accepts them.
-            self._index = [torch.nonzero(m).view(-1).to(_index_dtype(m.numel())) for m in self._flat]
-            self._view = [torch.ones(i.numel(), dtype=torch.bool, device=i.device) for i in self._index]
-            self.hidden = list(self.pruned)
-            self._view_size = self._view_alive = sum(i.numel() for i in self._index)
+                self._pruned_now(i, count, positions, zero)
+            else:
+                self._pruned_now(i, count, view, zero)
         return zero
+
+    def _pruned_now(self, i: int, count: int, where: torch.Tensor, zero: dict[int, torch.Tensor]) -> None:
+        if count:
+            self.pruned[i] += count
+            self._view_alive -= count
+            zero[i] = where
+
+    def compact_if_sparse(self) -> None:
+        """Compact the view to the alive entries if few enough of its entries are alive."""
+        threshold = COMPACT_BELOW if self.compacted else FIRST_COMPACT_BELOW
+        if self._view_alive >= threshold * self._view_size:
+            return
+        self._index = None  # free the old positions before building the new ones
+        # int32 positions halve the index's memory; index_select accepts them.
+        self._index = [torch.nonzero(m).view(-1).to(_index_dtype(m.numel())) for m in self._flat]
+        self._view = [torch.ones(i.numel(), dtype=torch.bool, device=i.device) for i in self._index]
+        self.hidden = list(self.pruned)
+        self._view_size = self._view_alive = sum(i.numel() for i in self._index)
 
 
 def _index_dtype(numel: int) -> torch.dtype:

@@ -7,7 +7,7 @@ import numbers
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from fractions import Fraction
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -19,9 +19,9 @@ from lightning_synflow.pruning.masks import (
     Schedule,
     Scope,
     exact_fraction,
+    plan_cut,
     prune_count,
     schedule_densities,
-    select_to_prune,
 )
 from lightning_synflow.pruning.scores import (
     Batch,
@@ -213,13 +213,13 @@ def score(
     """
     validate_choices(method, "exponential", "global", None)
     prunable, batch_list = _validate_inputs(model, method, parameters, exclude, example_input, batches, seed)
-    alive = [torch.ones_like(p, dtype=torch.bool) for p in prunable.values()]
+    alive = AliveSet(list(prunable.values()))
     workspace = ScoringWorkspace(model, prunable)
     try:
         scores = _scorer(workspace, method, example_input, batch_list, loss_fn or F.cross_entropy, seed, alive)()
     finally:
         workspace.restore(None)
-    return {name: s.detach() for name, s in zip(prunable, scores)}
+    return {name: s.detach().view(p.shape) for (name, p), s in zip(prunable.items(), scores)}
 
 
 def _validate_inputs(
@@ -279,43 +279,36 @@ def _run(
     workspace = ScoringWorkspace(model, prunable)
     completed = False
     try:
-        score = _scorer(workspace, method, example_input, batches, loss_fn, seed, alive.masks)
+        score = _scorer(workspace, method, example_input, batches, loss_fn, seed, alive)
         steps = schedule_densities(density, iterations, schedule)
         for step, step_density in enumerate(_progress(steps, progress, method)):
-            scores = score()
-            if method != "synflow" and not torch.isfinite(torch.stack([s.sum() for s in scores]).sum()):
+            gathered = score()
+            if method != "synflow" and not torch.isfinite(torch.stack([s.sum() for s in gathered]).sum()):
                 raise ValueError(f"{method} produced NaN or infinite scores; check the model and inputs.")
             if step == 0 and method == "synflow":
-                _warn_zero_scores(names, scores)
+                _warn_zero_scores(names, gathered)
             last = step == len(steps) - 1
-            gathered, masks = alive.gather(scores), alive.view_masks()
-            del scores
+            masks = alive.view_masks()
             if scope == "global":
-                chosen, counts = select_to_prune(
-                    gathered,
-                    masks,
-                    sum(alive.pruned),
-                    prune_count(step_density, total),
-                    not last,
-                    final_count,
-                    sum(alive.hidden),
-                )
+                groups = [(list(range(len(names))), total, final_count)]
             else:
-                chosen, counts = [], []
-                for i, (s, size) in enumerate(zip(gathered, sizes)):
-                    picked, count = select_to_prune(
-                        [s],
-                        [masks[i]],
-                        alive.pruned[i],
-                        prune_count(step_density, size),
-                        not last,
-                        prune_count(density, size),
-                        alive.hidden[i],
-                    )
-                    chosen += picked
-                    counts += count
+                groups = [([i], size, prune_count(density, size)) for i, size in enumerate(sizes)]
+            zero: dict[int, torch.Tensor] = {}
+            for tensors, numel, cap in groups:
+                cut = plan_cut(
+                    [gathered[i] for i in tensors],
+                    [masks[i] for i in tensors],
+                    sum(alive.pruned[i] for i in tensors),
+                    prune_count(step_density, numel),
+                    not last,
+                    cap,
+                    sum(alive.hidden[i] for i in tensors),
+                )
+                if cut is not None:
+                    zero.update(alive.apply(cut, [gathered[i] for i in tensors], tensors))
             del gathered
-            workspace.zero(dict(zip(names, alive.remove(chosen, counts))))
+            workspace.zero({names[i]: where for i, where in zero.items()})
+            alive.compact_if_sparse()
             if on_iteration is not None:
                 on_iteration(step + 1, dict(zip(names, alive.masks)))
         completed = True
@@ -331,21 +324,22 @@ def _scorer(
     batches: list[Batch],
     loss_fn: LossFn,
     seed: int | None,
-    alive: list[torch.Tensor],
-) -> Any:
+    alive: AliveSet,
+) -> Callable[[], list[torch.Tensor]]:
+    """A function returning the scores of the alive set's view entries (flat, one tensor per weight)."""
     params = list(workspace.prunable.values())
     if method == "synflow":
         assert example_input is not None
-        return SynFlowScorer(workspace, example_input)
+        return SynFlowScorer(workspace, example_input, alive)
     if method == "magnitude":
-        return lambda: magnitude_scores(params)
+        return lambda: alive.gather(magnitude_scores(params))
     if method == "random":
         generator = None if seed is None else torch.Generator().manual_seed(int(seed))
-        return lambda: random_scores(params, alive, generator)
+        return lambda: alive.gather(random_scores(params, alive.masks, generator))
     dtype = params[0].dtype if params[0].dtype in (torch.float32, torch.float64) else torch.float32
     workspace.cast(dtype)
     scorer = snip_scores if method == "snip" else grasp_scores
-    return lambda: scorer(workspace.model, params, batches, loss_fn, dtype)
+    return lambda: alive.gather(scorer(workspace.model, params, batches, loss_fn, dtype))
 
 
 def _progress(steps: list[Fraction], enabled: bool, method: str) -> Iterable[Fraction]:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
+from lightning_synflow.pruning.alive import AliveSet
 from lightning_synflow.pruning.inputs import ExampleInput, call_model, ones_batch, output_sum, to_device
 from lightning_synflow.pruning.workspace import ScoringWorkspace
 
@@ -95,14 +97,20 @@ class SynFlowScorer:
     weight (bias-free ReLU chains) they scale every score by one common factor, which leaves the
     ranking unchanged.
 
+    Memory: each weight's gradient is turned into scores as soon as backward produces it, and freed.
+    While the alive set is not compacted the scores overwrite the working weights (rebuilt from the
+    originals before the next pass); once it is, only the alive entries' scores are kept.
+
     Args:
         workspace: the scoring workspace of the model.
         example_input: a batch-shaped example; only its per-example shapes are used.
+        alive: the alive set, whose view the returned scores follow.
     """
 
-    def __init__(self, workspace: ScoringWorkspace, example_input: ExampleInput) -> None:
+    def __init__(self, workspace: ScoringWorkspace, example_input: ExampleInput, alive: AliveSet) -> None:
         self.workspace = workspace
         self.example_input = example_input
+        self.alive = alive
         params = list(workspace.prunable.values())
         model_dtype = params[0].dtype
         self.dtype = model_dtype if model_dtype == torch.float64 else torch.float32
@@ -111,27 +119,52 @@ class SynFlowScorer:
     def _try(self, last_resort: bool) -> list[torch.Tensor] | None:
         workspace = self.workspace
         params = list(workspace.prunable.values())
+        workspace.prepare(self.alive.masks)
         inputs = ones_batch(self.example_input, self.dtype, params[0].device)
         with torch.enable_grad():
             flow = output_sum(call_model(workspace.model, inputs))
-            if not (last_resort or _in_safe_range(float(flow.detach()), self.dtype)):
-                return None
-            grads = _grads(flow, params)
-        scores = [g.mul_(p.detach()).abs_() for g, p in zip(grads, params)]
-        if not torch.isfinite(torch.stack([s.sum() for s in scores]).sum()):
+        if not (last_resort or _in_safe_range(float(flow.detach()), self.dtype)):
             return None
-        return scores
+        scores: list[torch.Tensor | None] = [None] * len(params)
+        in_place = not self.alive.compacted
+
+        @torch.no_grad()
+        def to_scores(i: int, param: torch.Tensor) -> None:
+            grad, weight = param.grad, param.detach()
+            param.grad = None
+            if in_place:
+                scores[i] = weight.mul_(grad.abs_()).view(-1)
+            else:
+                scores[i] = self.alive.collect(i, grad.abs_().mul_(weight))
+
+        handles = [p.register_post_accumulate_grad_hook(partial(to_scores, i)) for i, p in enumerate(params)]
+        if in_place:
+            workspace.overwritten()
+        try:
+            flow.backward()
+        finally:
+            for handle in handles:
+                handle.remove()
+        for i, param in enumerate(params):
+            if scores[i] is None:  # not reached by backward: no flow through it
+                zeros = param.detach().zero_() if in_place else torch.zeros_like(param)
+                scores[i] = self.alive.collect(i, zeros)
+        done = [s for s in scores if s is not None]
+        if not torch.isfinite(torch.stack([s.sum() for s in done]).sum()):
+            return None
+        return done
 
     @torch.no_grad()
     def _rescale_layers(self) -> None:
-        for param in self.workspace.prunable.values():
+        self.workspace.prepare(self.alive.masks)
+        for name, param in self.workspace.prunable.items():
             gain = float(param.sum(dtype=torch.float64)) / max(param.shape[0], 1)
             if gain > 0 and math.isfinite(gain):
-                param.mul_(2.0 ** -round(math.log2(gain)))
+                self.workspace.rescale(name, 2.0 ** -round(math.log2(gain)))
         self.rescaled = True
 
     def __call__(self) -> list[torch.Tensor]:
-        """Score the current (masked) model; widen the arithmetic only when needed."""
+        """Scores of the view's entries of the current (masked) model; widen the arithmetic only when needed."""
         self.workspace.linearize()
         self.workspace.cast(self.dtype)
         while True:
@@ -141,6 +174,7 @@ class SynFlowScorer:
                 return scores
             if self.dtype != torch.float64:
                 self.dtype = torch.float64
+                self.workspace.overwritten()
                 self.workspace.cast(self.dtype)
             elif not self.rescaled:
                 self._rescale_layers()

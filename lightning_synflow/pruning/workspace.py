@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -9,11 +11,16 @@ from torch import nn
 class ScoringWorkspace:
     """Puts a model in scoring state and brings it back exactly as it was.
 
-    On entry the model goes to eval mode, every ``.grad`` is set aside and the prunable parameters
-    require gradients; the prunable weights' values are copied once (the only copy made). While
-    scoring, weights may be linearized (absolute values, in place), converted to a wider dtype,
-    rescaled by powers of two and zeroed where pruned. :meth:`restore` undoes all of it, keeping the
-    original tensor storage, and writes either the original weights or the masked ones.
+    The model's own tensors are never written while scoring: every prunable weight is swapped
+    (through ``.data``) for a working copy, and every other floating-point parameter or buffer that
+    needs a change (absolute value, wider dtype) for a changed copy. The working copies hold the
+    weights as the scorer needs them: absolute values if linearized, a wider dtype if cast, a
+    power-of-two factor per tensor if rescaled, and zeros where pruned. A scorer may overwrite them
+    (SynFlow writes its scores there, to need no second full-size buffer) and mark them
+    :meth:`overwritten`; :meth:`prepare` rebuilds them from the originals before the next use.
+    :meth:`restore` swaps the originals back, after masking them if pruning succeeded, so a failed or
+    interrupted pruning leaves the model exactly as it was, with one copy of the prunable weights as
+    the only full-size memory held.
 
     Args:
         model: the network being pruned.
@@ -23,20 +30,25 @@ class ScoringWorkspace:
     def __init__(self, model: nn.Module, prunable: dict[str, nn.Parameter]) -> None:
         self.model = model
         self.prunable = prunable
+        self.linearized = False
+        self.scales: dict[str, float] = {}
         self._training = {module: module.training for module in model.modules()}
         self._requires_grad = {param: param.requires_grad for param in model.parameters()}
         self._grads = {param: param.grad for param in model.parameters()}
-        self._originals = {name: param.detach().clone() for name, param in prunable.items()}
         self._prunable_ids = {id(param) for param in prunable.values()}
-        self._storage: dict[torch.Tensor, torch.Tensor] = {}
-        self._signs: dict[torch.Tensor, torch.Tensor] = {}
-        self.linearized = False
+        self._originals: dict[torch.Tensor, torch.Tensor] = {}
+        self._stale = False
 
         model.eval()
         for param in model.parameters():
             param.grad = None
+            param.requires_grad_(id(param) in self._prunable_ids)
         for param in prunable.values():
-            param.requires_grad_(True)
+            self._swap(param, param.detach().clone())
+
+    def _swap(self, tensor: torch.Tensor, working: torch.Tensor) -> None:
+        self._originals.setdefault(tensor, tensor.data)
+        tensor.data = working
 
     def _float_tensors(self) -> list[torch.Tensor]:
         seen: set[int] = set()
@@ -49,59 +61,76 @@ class ScoringWorkspace:
 
     @torch.no_grad()
     def linearize(self) -> None:
-        """Replace every floating-point parameter and buffer by its absolute value, in place."""
+        """Use the absolute value of every floating-point parameter and buffer."""
         if self.linearized:
             return
         for tensor in self._float_tensors():
-            if id(tensor) not in self._prunable_ids:
-                self._signs[tensor] = torch.signbit(tensor)
-            tensor.abs_()
+            if id(tensor) in self._prunable_ids:
+                tensor.data.abs_()
+            else:
+                self._swap(tensor, tensor.data.abs())
         self.linearized = True
 
     @torch.no_grad()
     def cast(self, dtype: torch.dtype) -> None:
-        """Convert every floating-point parameter and buffer to ``dtype`` (exact when widening)."""
+        """Use ``dtype`` for every floating-point parameter and buffer (exact when widening)."""
         for tensor in self._float_tensors():
             if tensor.dtype != dtype:
-                self._storage.setdefault(tensor, tensor.data)
-                tensor.data = tensor.data.to(dtype)
+                self._swap(tensor, tensor.data.to(dtype))
+
+    @torch.no_grad()
+    def rescale(self, name: str, factor: float) -> None:
+        """Multiply the working copy of prunable weight ``name`` by ``factor`` (a power of two) from now on."""
+        self.scales[name] = self.scales.get(name, 1.0) * factor
+        self.prunable[name].data.mul_(factor)
+
+    def overwritten(self) -> None:
+        """Record that the working copies of the prunable weights now hold something else."""
+        self._stale = True
+
+    @torch.no_grad()
+    def prepare(self, masks: Sequence[torch.Tensor]) -> None:
+        """Make the working copies the (transformed) original weights times ``masks``, if overwritten."""
+        if not self._stale:
+            return
+        for (name, param), mask in zip(self.prunable.items(), masks):
+            working, original = param.data, self._originals[param]
+            if self.linearized and working.dtype == original.dtype:
+                torch.abs(original, out=working)
+            else:
+                working.copy_(original)
+                if self.linearized:
+                    working.abs_()
+            if name in self.scales:
+                working.mul_(self.scales[name])
+            working.mul_(mask.view(torch.uint8))
+        self._stale = False
 
     @torch.no_grad()
     def zero(self, pruned: dict[str, torch.Tensor]) -> None:
-        """Zero entries of the prunable weights in place: a flat boolean mask or flat int64 positions each."""
+        """Zero pruned entries of the working weights, given for each a flat keep-mask or flat int64 positions.
+
+        Nothing to do while they are overwritten: :meth:`prepare` rebuilds them from the masks.
+        """
+        if self._stale:
+            return
         for name, where in pruned.items():
-            flat = self.prunable[name].view(-1)
+            flat = self.prunable[name].data.view(-1)
             if where.dtype == torch.bool:
-                flat.masked_fill_(where, 0)
+                flat.mul_(where.view(torch.uint8))
             elif where.numel():
                 flat.index_fill_(0, where, 0)
 
     @torch.no_grad()
     def restore(self, masks: dict[str, torch.Tensor] | None) -> None:
-        """Undo every change; prunable weights get their original values times ``masks`` (if given)."""
-        for tensor in self._float_tensors():
-            if id(tensor) in self._prunable_ids:
-                continue
-            sign = self._signs.get(tensor)
-            values = torch.where(sign, -tensor.data, tensor.data) if sign is not None else tensor.data
-            storage = self._storage.get(tensor)
-            if storage is not None:
-                storage.copy_(values)
-                tensor.data = storage
-            elif sign is not None:
-                tensor.data.copy_(values)
-        for name, param in self.prunable.items():
-            original = self._originals[name]
-            if masks is not None:
-                original.masked_fill_(~masks[name], 0)
-            storage = self._storage.get(param)
-            if storage is None:
-                param.data.copy_(original)
-            else:
-                storage.copy_(original)
-                param.data = storage
-        self._storage.clear()
-        self._signs.clear()
+        """Undo every change; prunable weights become their original values times ``masks`` (if given)."""
+        if masks is not None:
+            for name, param in self.prunable.items():
+                self._originals[param].masked_fill_(~masks[name], 0)
+        for tensor, original in self._originals.items():
+            tensor.data = original
+        self._originals.clear()
+        self.scales.clear()
         self.linearized = False
         for param, requires_grad in self._requires_grad.items():
             param.requires_grad_(requires_grad)
