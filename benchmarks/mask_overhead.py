@@ -1,6 +1,6 @@
 """Per-step cost of keeping masks: SynFlowPruning vs no pruning vs Lightning's ModelPruning.
 
-    python benchmarks/mask_overhead.py [--steps 100] [--repeats 2]
+    python benchmarks/mask_overhead.py [--steps 100] [--repeats 2] [--fused]
 
 Same process, side by side. Each run trains 2 epochs; only the steps of the second epoch are timed
 (ModelPruning prunes at the end of the first), from on_train_batch_start to on_train_batch_end
@@ -14,8 +14,10 @@ import statistics
 import sys
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelPruning
@@ -31,6 +33,8 @@ from lightning_synflow.models import cifar_resnet  # noqa: E402
 
 
 class Classifier(LightningModule):
+    fused = False
+
     def __init__(self, net: nn.Module, shape: list[int]):
         super().__init__()
         self.net = net
@@ -44,7 +48,8 @@ class Classifier(LightningModule):
         return nn.functional.cross_entropy(self(x), y)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=1e-3)
+        # fused=True: one kernel per step; the default foreach path takes torch.sqrt, which is slow on zeros.
+        return torch.optim.Adam(self.parameters(), lr=1e-3, fused=self.fused or None)
 
 
 class TimedSynFlowPruning(SynFlowPruning):
@@ -126,11 +131,14 @@ def sqrt_of_zeros() -> None:
     """Adam takes sqrt of its second moments, which are exactly 0 for every pruned weight."""
     values = {"random": torch.rand(2048 * 2048), "zeros": torch.zeros(2048 * 2048)}
     for name, tensor in values.items():
-        tensor.sqrt()
-        start = time.perf_counter()
-        for _ in range(50):
-            tensor.sqrt()
-        print(f"torch.sqrt of 4.2M {name:6s}: {(time.perf_counter() - start) / 50 * 1000:.2f} ms")
+        out, array = torch.empty_like(tensor), tensor.numpy()
+        runs = (("torch.sqrt", partial(torch.sqrt, tensor, out=out)), ("numpy.sqrt", partial(np.sqrt, array)))
+        for label, fn in runs:
+            fn()
+            start = time.perf_counter()
+            for _ in range(50):
+                fn()
+            print(f"{label} of 4.2M {name:6s}: {(time.perf_counter() - start) / 50 * 1000:.2f} ms")
 
 
 def main() -> None:
@@ -138,6 +146,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="steps per epoch (mlp); resnet20 uses a fifth")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--cases", nargs="+", default=list(CASES))
+    parser.add_argument("--fused", action="store_true", help="use Adam(fused=True) in every run")
     parser.add_argument(
         "--keep-denormals",
         action="store_true",
@@ -146,7 +155,8 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_flush_denormal(not args.keep_denormals)
-    print(f"flush denormals: {not args.keep_denormals}")
+    Classifier.fused = args.fused
+    print(f"flush denormals: {not args.keep_denormals}; Adam fused: {args.fused}")
     sqrt_of_zeros()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     print(machine())
