@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from lightning_synflow.pruning import masks as masks_module
 from lightning_synflow.pruning.masks import (
+    Cut,
     exact_fraction,
     keep_above,
     kth_smallest,
@@ -121,3 +122,19 @@ def test_keep_above_clears_in_place_and_counts():
         cleared = keep_above(keep.numpy(), values.numpy(), 0.4)
     assert torch.equal(keep, before & (values > 0.4))
     assert cleared == int((before & (values <= 0.4)).sum())
+
+
+@pytest.mark.parametrize("ties", [None, 0, 2])
+def test_cut_picks_agree_on_torch_tensors_and_numpy_views(ties):
+    # CUDA tensors take the torch branch; CPU tensors the numpy one.
+    values = torch.tensor([0.0, 1.0, 1.0, 0.5, 1.0, 2.0, 1.0])
+    keep = torch.tensor([False, True, True, True, True, True, True])
+    cut = Cut(1.0, ties, 0)
+    segments = [(values[:3], keep[:3]), (values[3:], keep[3:])]
+    from_torch = [torch.as_tensor(p) for p in cut.picks([v for v, _ in segments], [k for _, k in segments])]
+    from_numpy = [
+        torch.as_tensor(p) for p in cut.picks([v.numpy() for v, _ in segments], [k.numpy() for _, k in segments])
+    ]
+    assert [p.tolist() for p in from_torch] == [p.tolist() for p in from_numpy]
+    expected = {None: [1, 2, 3, 4, 6], 0: [3], 2: [1, 2, 3]}[ties]
+    assert torch.cat(from_torch).nonzero().view(-1).tolist() == expected
