@@ -27,6 +27,7 @@ from lightning_synflow.pruning.scores import (
     Batch,
     LossFn,
     SynFlowScorer,
+    all_finite,
     grasp_scores,
     magnitude_scores,
     random_scores,
@@ -283,7 +284,7 @@ def _run(
         steps = schedule_densities(density, iterations, schedule)
         for step, step_density in enumerate(_progress(steps, progress, method)):
             gathered = score()
-            if method != "synflow" and not torch.isfinite(torch.stack([s.sum() for s in gathered]).sum()):
+            if method != "synflow" and not all_finite(gathered):
                 raise ValueError(f"{method} produced NaN or infinite scores; check the model and inputs.")
             if step == 0 and method == "synflow":
                 _warn_zero_scores(names, gathered)

@@ -31,6 +31,11 @@ def _grads(output: torch.Tensor, params: Sequence[nn.Parameter], create_graph: b
     return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
 
 
+def all_finite(tensors: Sequence[torch.Tensor]) -> bool:
+    """Whether every entry is finite, from one sum per tensor (a NaN or inf makes the total non-finite)."""
+    return bool(torch.isfinite(torch.stack([t.sum() for t in tensors]).sum()))
+
+
 def magnitude_scores(params: Sequence[nn.Parameter]) -> list[torch.Tensor]:
     """|theta| (pruned entries are already 0)."""
     return [p.detach().abs() for p in params]
@@ -145,14 +150,12 @@ class SynFlowScorer:
         finally:
             for handle in handles:
                 handle.remove()
-        for i, param in enumerate(params):
-            if scores[i] is None:  # not reached by backward: no flow through it
-                zeros = param.detach().zero_() if in_place else torch.zeros_like(param)
-                scores[i] = self.alive.collect(i, zeros)
-        done = [s for s in scores if s is not None]
-        if not torch.isfinite(torch.stack([s.sum() for s in done]).sum()):
-            return None
-        return done
+        done = []
+        for i, (param, found) in enumerate(zip(params, scores)):
+            if found is None:  # not reached by backward: no flow through it
+                found = self.alive.collect(i, param.detach().zero_() if in_place else torch.zeros_like(param))
+            done.append(found)
+        return done if all_finite(done) else None
 
     @torch.no_grad()
     def _rescale_layers(self) -> None:
