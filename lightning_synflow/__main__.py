@@ -1,6 +1,8 @@
 """``python -m lightning_synflow`` runs the LightningCLI."""
 
+import sys
+
 from lightning_synflow.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

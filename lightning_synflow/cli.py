@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import sys
+import textwrap
 import warnings
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, NoReturn, Optional
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 
 def _silence_noise() -> None:
@@ -19,8 +24,103 @@ def _silence_noise() -> None:
     warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
 
 
+_PARSER_KEY = re.compile(r'^Parser key "(?P<key>[^"]+)":')
+_GIVEN_CLASS = re.compile(r"^(?P<indent>\s*)- Problem with given class_path '(?P<cls>[^']+)':\s*$")
+_LITERAL = re.compile(
+    r'^Parser key "(?P<key>[^"]+)": Expected a (?:typing\.|typing_extensions\.)?Literal\[(?P<choices>.*)\]\. '
+    r"Got value: (?P<value>.*)$"
+)
+_SIMPLE_TYPE = re.compile(
+    r'^Parser key "(?P<key>[^"]+)": Expected a <class \'(?P<type>[\w.]+)\'>\. Got value: (?P<value>.*)$'
+)
+_SIMPLE_UNION = re.compile(
+    r'^Parser key "(?P<key>[^"]+)": Does not validate against any of the Union subtypes Subtypes: \[.*?\] '
+    r"Errors: (?P<errors>(?:- Expected a <class '[\w.]+'> )+)Given value type: <class '[\w.]+'> "
+    r"Given value: (?P<value>.*)$"
+)
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _condense(message: str) -> str:
+    """Reduce jsonargparse's report on a refused value to the part that matters, on one line.
+
+    A class given by ``class_path`` is the user's intent, so its problem is the message; the other Union
+    alternatives ("Not a valid subclass of Callback", "Expected a <class 'NoneType'>") and the echo of the
+    whole value are dropped. A refused ``Literal`` reads "`name` must be one of ...; got ...", a value of the wrong
+    type "`name` must be float or None; got ...". Any other message is returned as it is.
+    """
+    lines = message.splitlines()
+    for number, line in enumerate(lines):
+        given = _GIVEN_CLASS.match(line)
+        if given is None:
+            continue
+        block = []
+        for inner in lines[number + 1 :]:
+            if inner.strip() and _indent(inner) <= len(given["indent"]):
+                break
+            block.append(inner)
+        detail = _condense(textwrap.dedent("\n".join(block)))
+        key = _PARSER_KEY.match(message)
+        where = f"{key['key']}: " if key else ""
+        return f"{where}{given['cls']}: {' '.join(detail.split())}"
+    flat = " ".join(message.split())
+    literal = _LITERAL.match(flat)
+    if literal is not None:
+        return f"`{literal['key']}` must be one of {literal['choices']}; got {literal['value']!r}."
+    simple = _SIMPLE_TYPE.match(flat)
+    if simple is not None:
+        return f"`{simple['key']}` must be {simple['type'].rsplit('.', 1)[-1]}; got {simple['value']!r}."
+    union = _SIMPLE_UNION.match(flat)
+    if union is not None:
+        types = [name.rsplit(".", 1)[-1] for name in re.findall(r"<class '([\w.]+)'>", union["errors"])]
+        expected = " or ".join("None" if name == "NoneType" else name for name in types)
+        return f"`{union['key']}` must be {expected}; got {union['value']!r}."
+    return message
+
+
+class SynFlowArgumentParser(LightningArgumentParser):
+    """LightningArgumentParser whose errors fit on a screen: one usage line, the ``--help`` tip, one message."""
+
+    def format_usage(self) -> str:
+        """The first usage line only (the full one lists every Trainer option, some 50 lines); ``--help`` has it all."""
+        usage = super().format_usage().rstrip("\n").splitlines()
+        if len(usage) <= 3:
+            return "\n".join(usage) + "\n"
+        return f"{usage[0]} ...\n"
+
+    def error(self, message: str, ex: Optional[Exception] = None) -> NoReturn:
+        """Exit with code 2 and a short message (the full one when errors are raised rather than printed)."""
+        if self.exit_on_error:
+            message = _condense(message)
+        super().error(message, ex)
+
+
+def _misconfiguration(error: BaseException) -> Optional[MisconfigurationException]:
+    """The ``MisconfigurationException`` in ``error``'s chain of causes, if any: a refused configuration value."""
+    seen: set[int] = set()
+    current: Optional[BaseException] = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, MisconfigurationException):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 class SynFlowCLI(LightningCLI):
-    """LightningCLI in subclass mode, which also tests the fitted model when ``test_after_fit`` is set."""
+    """LightningCLI in subclass mode, which also tests the fitted model when ``test_after_fit`` is set.
+
+    A value refused by a class of the configuration (``MisconfigurationException`` from ``__init__``, e.g.
+    ``SynFlowPruning(sparsity=1.5)``) ends like LightningCLI's own argument errors: a short ``error: ...`` on
+    stderr and exit code 2. Errors raised while running the subcommand (training) keep their traceback.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("parser_class", SynFlowArgumentParser)
+        super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Add ``--test_after_fit``."""
@@ -28,14 +128,36 @@ class SynFlowCLI(LightningCLI):
             "--test_after_fit", type=bool, default=False, help="After fit, evaluate the final weights on the test set."
         )
 
+    def instantiate_classes(self) -> None:
+        """Instantiate as LightningCLI does; a refused value becomes an argument error (exit code 2)."""
+        try:
+            super().instantiate_classes()
+        except Exception as error:
+            refused = _misconfiguration(error)
+            if refused is None:
+                raise
+            self._parser(self.subcommand).error(str(refused), error)
+
     def after_fit(self) -> None:
         """Run the test loop on the final (pruned and trained) weights when asked to."""
         if self.config[self.subcommand].get("test_after_fit"):
             self.trainer.test(self.model, datamodule=self.datamodule, verbose=True)
 
 
-def main(args: Optional[list[str]] = None) -> Any:
-    """Entry point of ``lightning-synflow`` and ``python -m lightning_synflow``."""
+def _prog() -> Optional[str]:
+    """``python -m lightning_synflow`` when run that way (argparse would say ``__main__.py``), else the default."""
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if script is not None and script.name == "__main__.py" and script.parent.name == "lightning_synflow":
+        return "python -m lightning_synflow"
+    return None
+
+
+def cli_main(args: Optional[list[str]] = None) -> SynFlowCLI:
+    """Run the command line on ``args`` (default: ``sys.argv[1:]``) and return the ``SynFlowCLI``.
+
+    For programmatic use and tests: ``cli = cli_main(["fit", "--config", "configs/digits_synflow.yaml"])``
+    gives ``cli.model``, ``cli.trainer`` and ``cli.datamodule`` afterwards.
+    """
     _silence_noise()
     return SynFlowCLI(
         LightningModule,
@@ -44,5 +166,16 @@ def main(args: Optional[list[str]] = None) -> Any:
         subclass_mode_data=True,
         args=args,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": _prog()},
         auto_configure_optimizers=False,
     )
+
+
+def main(args: Optional[list[str]] = None) -> int:
+    """Entry point of ``lightning-synflow`` and ``python -m lightning_synflow``.
+
+    Returns 0 after a successful run, so the console script's ``sys.exit(main())`` exits 0; argument errors exit
+    with code 2 (``SystemExit``) and other failures raise. Use :func:`cli_main` to get the ``SynFlowCLI`` back.
+    """
+    cli_main(args)
+    return 0

@@ -1,5 +1,6 @@
-"""LightningCLI: YAML configs, a user's own model class, --help, refused values, every config reduced."""
+"""LightningCLI: YAML configs, a user's own model class, --help, refused values, exit codes, every config reduced."""
 
+import runpy
 import sys
 import textwrap
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lightning_synflow.cli import main
+from lightning_synflow.cli import cli_main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FAST = ["--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false"]
@@ -34,7 +35,7 @@ def _callback(cli):
 @pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("digits_*.yaml")))
 def test_every_digits_config_runs_reduced(config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cli = main(["fit", "--config", str(CONFIGS / config), *FAST])
+    cli = cli_main(["fit", "--config", str(CONFIGS / config), *FAST])
     pruning = _callback(cli)
     assert pruning.masks is not None
     kept = sum(int(m.sum()) for m in pruning.masks.values())
@@ -55,7 +56,7 @@ def test_cifar_configs_run_reduced_on_digits_shaped_as_cifar(config, tmp_path, m
         "--trainer.callbacks.init_args.iterations",
         "5",
     ]
-    cli = main(args)
+    cli = cli_main(args)
     import torch
 
     assert cli.model(torch.zeros(1, 3, 32, 32)).shape == (1, classes)
@@ -108,7 +109,9 @@ def test_user_defined_model_class_from_yaml(tmp_path, monkeypatch):
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    cli = main(["fit", "--config", str(config), "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"])
+    cli = cli_main(
+        ["fit", "--config", str(config), "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+    )
     masks = _callback(cli).masks
     assert list(masks) == ["body.0.weight"]
     assert int(masks["body.0.weight"].sum()) == 64 * 12 - int(0.9 * 64 * 12)
@@ -118,7 +121,7 @@ def test_user_defined_model_class_from_yaml(tmp_path, monkeypatch):
 
 def test_help_describes_every_callback_argument(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--trainer.callbacks.help", "lightning_synflow.SynFlowPruning"])
+        cli_main(["fit", "--trainer.callbacks.help", "lightning_synflow.SynFlowPruning"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for argument, words in {
@@ -142,23 +145,70 @@ def test_help_describes_every_callback_argument(capsys):
 
 def test_fit_help_lists_test_after_fit(capsys):
     with pytest.raises(SystemExit):
-        main(["fit", "--help"])
+        cli_main(["fit", "--help"])
     assert "--test_after_fit" in capsys.readouterr().out
 
 
+BAD_METHOD_YAML = """
+trainer:
+  callbacks:
+    - class_path: lightning_synflow.SynFlowPruning
+      init_args:
+        method: synfloww
+"""
+
+
 @pytest.mark.parametrize(
-    ("override", "message"),
+    ("override", "argument", "allowed"),
     [
-        (["--trainer.callbacks.init_args.method", "l1"], "method"),
-        (["--trainer.callbacks.init_args.sparsity", "1.5"], "sparsity"),
+        (["--trainer.callbacks.init_args.method", "l1"], "method", "'synflow', 'magnitude', 'random', 'snip', 'grasp'"),
+        (["--trainer.callbacks.init_args.sparsity", "1.5"], "sparsity", "0 <= sparsity < 1"),
+        (["--trainer.callbacks.init_args.schedule", "cubic"], "schedule", "'exponential', 'linear'"),
+        (["--config", "bad_method.yaml"], "method", "'synflow', 'magnitude', 'random', 'snip', 'grasp'"),
+        (["--model.init_args.optimizer", "lbfgs"], "optimizer", "'sgd', 'adam', 'adamw'"),
+        (["--trainer.callbacks.init_args.seed", "abc"], "seed", "must be int or None; got 'abc'"),
+        (["--trainer.max_epochs", "many"], "trainer.max_epochs", "must be int or None; got 'many'"),
     ],
 )
-def test_bad_value_is_refused_before_training(override, message, tmp_path, monkeypatch, capsys):
+def test_bad_value_is_refused_before_training(override, argument, allowed, tmp_path, monkeypatch, capsys):
+    """Exit code 2 and one line naming the argument and its allowed values, as for LightningCLI's argument errors."""
     from lightning.pytorch import Trainer
 
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad_method.yaml").write_text(textwrap.dedent(BAD_METHOD_YAML))
     monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("training started"))
-    with pytest.raises((SystemExit, Exception)) as error:
-        main(["fit", "--config", str(CONFIGS / "digits_synflow.yaml"), *FAST, *override])
-    text = str(error.value) + capsys.readouterr().err
-    assert message in text
+    with pytest.raises(SystemExit) as error:
+        cli_main(["fit", "--config", str(CONFIGS / "digits_synflow.yaml"), *FAST, *override])
+    assert error.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) < 15 and "Traceback" not in err, err
+    message = next(line for line in err.splitlines() if line.startswith("error: "))
+    assert f"`{argument}`" in message and allowed in message, message
+
+
+def test_error_during_fit_keeps_its_traceback(tmp_path, monkeypatch):
+    """Only refused configuration values become exit code 2; a failure while training propagates unchanged."""
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+    def fail(*args, **kwargs):
+        raise MisconfigurationException("raised during fit")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(Trainer, "fit", fail)
+    with pytest.raises(MisconfigurationException, match="raised during fit"):
+        cli_main(["fit", "--config", str(CONFIGS / "digits_synflow.yaml"), *FAST])
+
+
+def test_python_m_exits_0_after_a_successful_fit(tmp_path, monkeypatch):
+    """``python -m lightning_synflow`` exits 0 after a run (``sys.exit`` of a non-int object would exit 1)."""
+    monkeypatch.chdir(tmp_path)
+    quick = ["--trainer.callbacks.init_args.iterations", "2", "--trainer.callbacks.init_args.progress", "false"]
+    argv = ["lightning_synflow", "fit", "--config", str(CONFIGS / "digits_synflow.yaml"), *FAST, *quick]
+    monkeypatch.setattr(sys, "argv", argv)
+    try:
+        runpy.run_module("lightning_synflow", run_name="__main__", alter_sys=True)
+        code = 0  # no sys.exit: the interpreter exits 0
+    except SystemExit as exit_info:
+        code = exit_info.code
+    assert code in (0, None)
