@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from lightning_synflow import prune
-from lightning_synflow.pruning.masks import exact_fraction, prune_count, schedule_densities
+from lightning_synflow.pruning.schedule import exact_fraction, prune_count, schedule_densities
 
 from .helpers import convnet, mlp
 

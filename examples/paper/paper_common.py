@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lightning_synflow import prune, score
-from lightning_synflow.pruning.masks import select_to_prune
+from lightning_synflow.pruning.cut import select_to_prune
 
 #: The paper's compression grid: 10^0 .. 10^6 in steps of 10^0.25.
 FULL_GRID = [i / 4 for i in range(0, 25)]

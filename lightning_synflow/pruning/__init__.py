@@ -1,6 +1,16 @@
 """The pruning core: pure PyTorch, no Lightning."""
 
-from lightning_synflow.pruning.loop import METHODS, SCHEDULES, SCOPES, default_iterations, prune, score
+from lightning_synflow.pruning.loop import prune, score
+from lightning_synflow.pruning.settings import METHODS, SCHEDULES, SCOPES, PruningSettings, default_iterations
 from lightning_synflow.pruning.targets import select_prunable
 
-__all__ = ["METHODS", "SCHEDULES", "SCOPES", "default_iterations", "prune", "score", "select_prunable"]
+__all__ = [
+    "METHODS",
+    "SCHEDULES",
+    "SCOPES",
+    "PruningSettings",
+    "default_iterations",
+    "prune",
+    "score",
+    "select_prunable",
+]

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
-from lightning_synflow.pruning.masks import Cut, arrays, keep_above
+from lightning_synflow.pruning.cut import Cut
+from lightning_synflow.pruning.select import NUMPY, backend_for, keep_above
 
 #: Alive fraction of all entries below which the view is first compacted to the alive entries. A
 #: compacted view holds a score and an int32 position per entry; waiting until a quarter are alive
@@ -32,7 +33,8 @@ class AliveSet:
     """
 
     def __init__(self, params: Sequence[torch.Tensor]) -> None:
-        self.masks = [torch.ones_like(p, dtype=torch.bool) for p in params]
+        # Row-major (contiguous) masks whatever the weights' memory format (channels_last included).
+        self.masks = [torch.ones(p.shape, dtype=torch.bool, device=p.device) for p in params]
         self.pruned = [0] * len(params)
         self._flat = [m.view(-1) for m in self.masks]
         self._index: list[torch.Tensor] | None = None
@@ -75,12 +77,13 @@ class AliveSet:
         tensors = range(len(self._view)) if tensors is None else tensors
         views = [self._view[i] for i in tensors]
         zero: dict[int, torch.Tensor] = {}
-        if cut.ties is None and not self.compacted and views[0].device.type == "cpu":
+        backend = backend_for(views)
+        if cut.ties is None and not self.compacted and backend is NUMPY:
             # Whole tensors, every tie goes: one in-place update of each mask, no pick array.
             for i, view, values in zip(tensors, views, scores):
                 self._pruned_now(i, keep_above(view.numpy(), values.numpy(), cut.threshold), view, zero)
             return zero
-        picks = cut.picks(arrays(scores), arrays(views))
+        picks = cut.picks(backend.views(scores), backend.views(views))
         for i, view, pick in zip(tensors, views, picks):
             pick = torch.as_tensor(pick)
             count = int(torch.count_nonzero(pick))

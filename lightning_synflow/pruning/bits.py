@@ -19,7 +19,8 @@ def unpack_mask(packed: torch.Tensor, shape: list[int] | tuple[int, ...]) -> tor
     numel = 1
     for size in shape:
         numel *= int(size)
-    bits = packed.to(torch.uint8).view(-1, 1).bitwise_and(_BIT_WEIGHTS).ne(0).view(-1)
+    # map_location may have put the packed bits anywhere (a CUDA checkpoint on a CPU machine, or the reverse).
+    bits = packed.detach().to("cpu", torch.uint8).view(-1, 1).bitwise_and(_BIT_WEIGHTS).ne(0).view(-1)
     if bits.numel() < numel:
         raise ValueError(
             f"Packed mask holds {bits.numel()} bits, fewer than the {numel} entries of shape {list(shape)}."

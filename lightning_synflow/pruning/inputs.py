@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
 
 import torch
@@ -11,20 +11,51 @@ from torch import nn
 ExampleInput = Union[torch.Tensor, Sequence[torch.Tensor], Mapping[str, torch.Tensor]]
 
 
-def _map_tensors(inputs: Any, fn: Any) -> Any:
-    if isinstance(inputs, torch.Tensor):
-        return fn(inputs)
-    if isinstance(inputs, Mapping):
-        return {key: _map_tensors(value, fn) for key, value in inputs.items()}
-    if isinstance(inputs, (list, tuple)):
-        return type(inputs)(_map_tensors(value, fn) for value in inputs)
-    return inputs
+def map_tensors(tree: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    """Apply ``fn`` to every tensor of a nested tensor/tuple/list/dict, keeping the containers' types.
+
+    Named tuples and dict subclasses (e.g. model output classes) are rebuilt as their own type where
+    their constructor allows it; any other leaf is returned unchanged.
+    """
+    if isinstance(tree, torch.Tensor):
+        return fn(tree)
+    if isinstance(tree, Mapping):
+        mapped = {key: map_tensors(value, fn) for key, value in tree.items()}
+        if type(tree) is dict or not all(isinstance(key, str) for key in mapped):
+            return mapped
+        try:
+            return type(tree)(**mapped)
+        except TypeError:
+            return mapped
+    if isinstance(tree, (list, tuple)):
+        values = [map_tensors(value, fn) for value in tree]
+        return type(tree)(*values) if hasattr(tree, "_fields") else type(tree)(values)
+    return tree
 
 
-def _iter_tensors(inputs: Any) -> list[torch.Tensor]:
+def _iter_tensors(tree: Any) -> list[torch.Tensor]:
     found: list[torch.Tensor] = []
-    _map_tensors(inputs, found.append)
+    map_tensors(tree, found.append)
     return found
+
+
+class ExampleInputError(ValueError):
+    """The model's forward pass failed on the all-ones input built from ``example_input``.
+
+    Attributes:
+        shapes: the shape of each input tensor tried (batch size 1), in argument order.
+        cause: the model's own error message.
+    """
+
+    def __init__(self, shapes: list[list[int]], cause: str) -> None:
+        self.shapes = shapes
+        self.cause = cause
+        tried = shapes[0] if len(shapes) == 1 else shapes
+        super().__init__(
+            f"The model's forward pass failed on an all-ones input shaped like `example_input` (shapes tried, "
+            f"batch size 1: {tried}): {cause}. `example_input` must be shaped like a batch that the model's forward "
+            "accepts (only its shape is used), e.g. torch.zeros(1, 3, 32, 32) for 32x32 RGB images."
+        )
 
 
 def validate_example_input(example_input: Any) -> None:
@@ -57,7 +88,23 @@ def validate_example_input(example_input: Any) -> None:
 
 def ones_batch(example_input: ExampleInput, dtype: torch.dtype, device: torch.device) -> ExampleInput:
     """All-ones input with batch size 1 and the example's per-example shape."""
-    return _map_tensors(example_input, lambda t: torch.ones((1, *t.shape[1:]), dtype=dtype, device=device))
+    return map_tensors(example_input, lambda t: torch.ones((1, *t.shape[1:]), dtype=dtype, device=device))
+
+
+def call_on_ones(model: nn.Module, example_input: ExampleInput, dtype: torch.dtype, device: torch.device) -> Any:
+    """Run ``model`` on the all-ones batch (batch size 1) shaped like ``example_input``.
+
+    Raises:
+        ExampleInputError: the forward pass failed (it chains the model's error).
+    """
+    inputs = ones_batch(example_input, dtype, device)
+    try:
+        return call_model(model, inputs)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as error:
+        shapes = [list(tensor.shape) for tensor in _iter_tensors(inputs)]
+        raise ExampleInputError(shapes, str(error)) from error
 
 
 def to_device(batch: Any, device: torch.device, dtype: torch.dtype | None = None) -> Any:
@@ -68,7 +115,7 @@ def to_device(batch: Any, device: torch.device, dtype: torch.dtype | None = None
             return tensor.to(device=device, dtype=dtype)
         return tensor.to(device)
 
-    return _map_tensors(batch, move)
+    return map_tensors(batch, move)
 
 
 def call_model(model: nn.Module, inputs: ExampleInput) -> Any:

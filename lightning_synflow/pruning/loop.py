@@ -2,94 +2,84 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Literal, get_args
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from lightning_synflow.pruning.alive import AliveSet
+from lightning_synflow.pruning.cut import plan_cut
 from lightning_synflow.pruning.inputs import ExampleInput, validate_example_input
-from lightning_synflow.pruning.masks import (
-    Schedule,
-    Scope,
-    exact_fraction,
-    plan_cut,
-    prune_count,
-    schedule_densities,
-)
+from lightning_synflow.pruning.schedule import Schedule, prune_count, schedule_densities
 from lightning_synflow.pruning.scores import (
     Batch,
+    BatchLoss,
     LossFn,
     SynFlowScorer,
     all_finite,
     grasp_scores,
     magnitude_scores,
     random_scores,
+    score_dtype,
     snip_scores,
+    supervised_loss,
 )
+from lightning_synflow.pruning.settings import DATA_METHODS, Method, PruningSettings, Scope
 from lightning_synflow.pruning.targets import select_prunable
 from lightning_synflow.pruning.workspace import ScoringWorkspace
 
 IterationHook = Callable[[int, dict[str, torch.Tensor]], None]
-Method = Literal["synflow", "magnitude", "random", "snip", "grasp"]
-METHODS: tuple[str, ...] = get_args(Method)
-SCHEDULES: tuple[str, ...] = get_args(Schedule)
-SCOPES: tuple[str, ...] = get_args(Scope)
-DATA_METHODS = ("snip", "grasp")
 
 #: Fraction of exactly-zero scores above which ``prune`` warns that masks among them are arbitrary.
 ZERO_SCORE_WARNING_FRACTION = 0.01
 
 
-def default_iterations(method: str) -> int:
-    """The paper's setting: 100 iterations for SynFlow, 1 (single shot) for every baseline."""
-    return 100 if method == "synflow" else 1
+_CONSTANT_LOSS = (
+    "the loss does not depend on the weights on these batches (its gradient is zero), e.g. a constant loss, a "
+    "single logit with cross-entropy (the log-softmax of one logit is always 0), or a model output detached "
+    "from the weights (torch.no_grad, .detach(), .item()). Check the loss on these batches, or use "
+    "method='synflow', 'magnitude' or 'random'."
+)
+
+#: For each method whose scores can all be zero: its name in messages, and why that happens.
+ALL_ZERO_CAUSES = {
+    "synflow": (
+        "SynFlow",
+        "the synaptic flow R = 0 because something cuts every path from input to output (a zero-initialized "
+        "layer, a zero weight tensor, or an activation with zero gradient). Initialize the model before pruning, "
+        "or exclude the zero layers with `exclude`.",
+    ),
+    "snip": ("SNIP", _CONSTANT_LOSS),
+    "grasp": ("GraSP", _CONSTANT_LOSS),
+}
 
 
-def resolve_density(sparsity: float | None, compression: float | None) -> Fraction:
-    """Validate ``sparsity`` / ``compression`` (exactly one) and return the density kept, exactly.
+@dataclass
+class ScoringData:
+    """What the scorers read besides the model: the example input (SynFlow) or batches and a loss.
 
-    Raises:
-        ValueError: both or neither given, or a value out of range.
-        TypeError: a value that is not a real number.
+    Attributes:
+        example_input: batch-shaped tensor, tuple or dict for SynFlow (only its shapes are used).
+        batches: the batches SNIP and GraSP score on.
+        loss_fn: loss over ``(outputs, targets)`` for ``(inputs, targets)`` batches; None means
+            cross-entropy. Exclusive with ``batch_loss``.
+        batch_loss: loss over ``(model, batch)`` for batches of any format.
     """
-    if (sparsity is None) == (compression is None):
-        raise ValueError(
-            "Give exactly one of `sparsity` (fraction of weights removed, 0 <= sparsity < 1) and "
-            f"`compression` (ratio kept 1/density, >= 1); got sparsity={sparsity!r}, compression={compression!r}."
-        )
-    name, value = ("sparsity", sparsity) if sparsity is not None else ("compression", compression)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a real number, got {type(value).__name__} {value!r}.")
-    if name == "sparsity":
-        if not 0 <= value < 1:
-            raise ValueError(f"`sparsity` must satisfy 0 <= sparsity < 1 (fraction of weights removed), got {value!r}.")
-        return 1 - exact_fraction(value)
-    if not (math.isfinite(value) and value >= 1):
-        raise ValueError(f"`compression` must be a finite number >= 1 (10**2 keeps 1% of weights), got {value!r}.")
-    return 1 / exact_fraction(value)
 
+    example_input: ExampleInput | None = None
+    batches: list[Batch] = field(default_factory=list)
+    loss_fn: LossFn | None = None
+    batch_loss: BatchLoss | None = None
 
-def validate_choices(method: str, schedule: str, scope: str, iterations: int | None) -> int:
-    """Validate the loop options and return the iteration count (default by method)."""
-    for name, value, allowed in (
-        ("method", method, METHODS),
-        ("schedule", schedule, SCHEDULES),
-        ("scope", scope, SCOPES),
-    ):
-        if value not in allowed:
-            raise ValueError(f"`{name}` must be one of {list(allowed)}, got {value!r}.")
-    if iterations is None:
-        return default_iterations(method)
-    if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or iterations < 1:
-        raise ValueError(f"`iterations` must be an integer >= 1, got {iterations!r}.")
-    return int(iterations)
+    def loss(self) -> BatchLoss:
+        """The loss SNIP and GraSP differentiate: ``batch_loss``, else ``loss_fn`` over ``(inputs, targets)``."""
+        if self.batch_loss is not None:
+            return self.batch_loss
+        return supervised_loss(self.loss_fn or F.cross_entropy)
 
 
 def _check_weights(prunable: dict[str, nn.Parameter]) -> None:
@@ -98,18 +88,15 @@ def _check_weights(prunable: dict[str, nn.Parameter]) -> None:
             raise ValueError(f"Parameter {name!r} holds NaN or infinite values; pruning needs finite weights.")
 
 
-def _warn_zero_scores(names: Sequence[str], scores: Sequence[torch.Tensor]) -> None:
+def _check_zero_scores(method: str, names: Sequence[str], scores: Sequence[torch.Tensor]) -> None:
+    """Refuse scores that are all zero (any mask would be arbitrary); for SynFlow, warn when many are."""
     zeros = [int((s == 0).sum()) for s in scores]
     total = sum(s.numel() for s in scores)
     if sum(zeros) == total:
-        raise ValueError(
-            "Every SynFlow score is exactly zero, so no weight can be ranked above another: the synaptic flow "
-            "R = 0 because something cuts every path from input to output (a zero-initialized layer, "
-            "a zero weight tensor, or an activation with zero gradient). Initialize the model before pruning, or "
-            "exclude the zero layers with `exclude`."
-        )
+        label, cause = ALL_ZERO_CAUSES[method]
+        raise ValueError(f"Every {label} score is exactly zero, so no weight can be ranked above another: {cause}")
     fraction = sum(zeros) / total
-    if fraction > ZERO_SCORE_WARNING_FRACTION:
+    if method == "synflow" and fraction > ZERO_SCORE_WARNING_FRACTION:
         worst = sorted(zip(names, zeros, scores), key=lambda item: -item[1] / item[2].numel())[:5]
         layers = ", ".join(f"{name} ({count / s.numel():.0%})" for name, count, s in worst if count)
         warnings.warn(
@@ -136,6 +123,7 @@ def prune(
     example_input: ExampleInput | None = None,
     batches: Iterable[Batch] | None = None,
     loss_fn: LossFn | None = None,
+    batch_loss: BatchLoss | None = None,
     seed: int | None = None,
     progress: bool = False,
     on_iteration: IterationHook | None = None,
@@ -153,8 +141,15 @@ def prune(
         parameters: glob patterns over ``named_parameters()`` names; default every Conv/Linear weight.
         exclude: glob patterns removed from the prunable set.
         example_input: batch-shaped tensor, tuple or dict (values unused); needed by SynFlow.
-        batches: iterable of ``(inputs, targets)``; needed by SNIP and GraSP (read once, kept).
-        loss_fn: loss for SNIP/GraSP; default cross-entropy.
+        batches: the batches SNIP and GraSP score on (read once, kept): ``(inputs, targets)``
+            pairs, or any format with ``batch_loss``. Their tensors are moved to the model's device
+            (floating tensors cast to the scoring dtype: float64 for a float64 model, else float32).
+        loss_fn: loss for SNIP/GraSP over ``(model(inputs), targets)``; default cross-entropy.
+        batch_loss: loss for SNIP/GraSP over ``(model, batch)``, for batches of any format (dicts,
+            tuples of 3, ...): it runs the model on the batch and returns a scalar tensor. Exclusive
+            with ``loss_fn``. GraSP's temperature (200) divides every floating-point tensor of the
+            model's forward output (a forward hook on ``model``, so call the model itself, not one
+            of its methods or submodules).
         seed: seed for the random method (None uses torch's global generator).
         progress: show a progress bar over iterations.
         on_iteration: called after each iteration with its number (1-based) and the current masks
@@ -164,9 +159,16 @@ def prune(
         Boolean masks (True = kept) keyed by qualified parameter name.
 
     Raises:
-        ValueError: an argument out of its allowed values (named in the message), non-finite weights
-            or scores, or scores that are all zero. Nothing in the model changes in that case.
-        TypeError: an argument of the wrong type.
+        ValueError: an argument out of its allowed values (named in the message), both ``loss_fn`` and
+            ``batch_loss``, a selected parameter that feeds a parametrization (see
+            :func:`~lightning_synflow.pruning.targets.select_prunable`), non-finite weights or scores,
+            or scores that are all zero. Nothing in the model changes in that case.
+        ~lightning_synflow.pruning.inputs.ExampleInputError: (a ``ValueError``) the model's forward
+            failed on the input shaped like ``example_input``; it names the shapes tried and chains
+            the model's error.
+        FloatingPointError: SynFlow scores that stay non-finite in float64 with rescaling; the
+            message says whether from overflow or from an invalid operation (0/0).
+        TypeError: an argument of the wrong type, or a loss that is not a scalar tensor.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
@@ -174,24 +176,33 @@ def prune(
         >>> sum(int(m.sum()) for m in masks.values())
         16
     """
-    density = resolve_density(sparsity, compression)
-    n_iterations = validate_choices(method, schedule, scope, iterations)
-    prunable, batch_list = _validate_inputs(model, method, parameters, exclude, example_input, batches, seed)
-    return _run(
-        model,
-        prunable,
-        density,
-        method,
-        n_iterations,
-        schedule,
-        scope,
-        example_input,
-        batch_list,
-        loss_fn or F.cross_entropy,
-        seed,
-        progress,
-        on_iteration,
+    settings = PruningSettings.create(
+        sparsity=sparsity,
+        compression=compression,
+        method=method,
+        iterations=iterations,
+        schedule=schedule,
+        scope=scope,
+        parameters=parameters,
+        exclude=exclude,
+        seed=seed,
     )
+    data = ScoringData(example_input, [], loss_fn, batch_loss)
+    return prune_with(model, settings, data, progress=progress, on_iteration=on_iteration, batches=batches)
+
+
+def prune_with(
+    model: nn.Module,
+    settings: PruningSettings,
+    data: ScoringData,
+    *,
+    progress: bool = False,
+    on_iteration: IterationHook | None = None,
+    batches: Iterable[Batch] | None = None,
+) -> dict[str, torch.Tensor]:
+    """:func:`prune` with validated settings (what ``SynFlowPruning`` calls); same results and errors."""
+    prunable = _validate_inputs(model, settings, data, batches)
+    return _run(model, prunable, settings, data, progress, on_iteration)
 
 
 def score(
@@ -203,6 +214,7 @@ def score(
     example_input: ExampleInput | None = None,
     batches: Iterable[Batch] | None = None,
     loss_fn: LossFn | None = None,
+    batch_loss: BatchLoss | None = None,
     seed: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Score every prunable weight once, without pruning; the model is left exactly as it was.
@@ -212,59 +224,54 @@ def score(
     Returns:
         Score tensors keyed by qualified parameter name.
     """
-    validate_choices(method, "exponential", "global", None)
-    prunable, batch_list = _validate_inputs(model, method, parameters, exclude, example_input, batches, seed)
+    settings = PruningSettings.create(sparsity=0.0, method=method, parameters=parameters, exclude=exclude, seed=seed)
+    data = ScoringData(example_input, [], loss_fn, batch_loss)
+    prunable = _validate_inputs(model, settings, data, batches)
     alive = AliveSet(list(prunable.values()))
     workspace = ScoringWorkspace(model, prunable)
     try:
-        scores = _scorer(workspace, method, example_input, batch_list, loss_fn or F.cross_entropy, seed, alive)()
+        scores = _scorer(workspace, settings, data, alive)()
     finally:
         workspace.restore(None)
     return {name: s.detach().view(p.shape) for (name, p), s in zip(prunable.items(), scores)}
 
 
 def _validate_inputs(
-    model: nn.Module,
-    method: str,
-    parameters: str | Sequence[str] | None,
-    exclude: str | Sequence[str] | None,
-    example_input: ExampleInput | None,
-    batches: Iterable[Batch] | None,
-    seed: int | None,
-) -> tuple[dict[str, nn.Parameter], list[Batch]]:
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise TypeError(f"`seed` must be an integer or None, got {seed!r}.")
+    model: nn.Module, settings: PruningSettings, data: ScoringData, batches: Iterable[Batch] | None
+) -> dict[str, nn.Parameter]:
+    """Check what the method needs; read ``batches`` into ``data.batches``; return the prunable parameters."""
+    method = settings.method
+    if data.batch_loss is not None and data.loss_fn is not None:
+        raise ValueError(
+            "Give either `batch_loss` (a loss over (model, batch), for batches of any format) or `loss_fn` (a loss "
+            "over (outputs, targets), for (inputs, targets) batches), not both."
+        )
     if method == "synflow":
-        if example_input is None:
+        if data.example_input is None:
             raise ValueError(
                 "method='synflow' needs `example_input`: a tensor (or tuple/dict of tensors) shaped like a batch, "
                 "e.g. torch.zeros(1, 3, 32, 32); only its shape is used."
             )
-        validate_example_input(example_input)
-    batch_list: list[Batch] = []
+        validate_example_input(data.example_input)
     if method in DATA_METHODS:
         if batches is None:
-            raise ValueError(f"method={method!r} needs `batches`: an iterable of (inputs, targets), e.g. a DataLoader.")
-        batch_list = list(batches)
-        if not batch_list:
-            raise ValueError("`batches` is empty: SNIP and GraSP need at least one (inputs, targets) batch.")
-    prunable = select_prunable(model, parameters, exclude)
+            raise ValueError(
+                f"method={method!r} needs `batches`: an iterable of (inputs, targets), e.g. a DataLoader "
+                "(or of any batch format with `batch_loss`)."
+            )
+        data.batches = list(batches)
+        if not data.batches:
+            raise ValueError("`batches` is empty: SNIP and GraSP need at least one batch.")
+    prunable = select_prunable(model, settings.parameters, settings.exclude)
     _check_weights(prunable)
-    return prunable, batch_list
+    return prunable
 
 
 def _run(
     model: nn.Module,
     prunable: dict[str, nn.Parameter],
-    density: Fraction,
-    method: str,
-    iterations: int,
-    schedule: str,
-    scope: str,
-    example_input: ExampleInput | None,
-    batches: list[Batch],
-    loss_fn: LossFn,
-    seed: int | None,
+    settings: PruningSettings,
+    data: ScoringData,
     progress: bool,
     on_iteration: IterationHook | None,
 ) -> dict[str, torch.Tensor]:
@@ -273,6 +280,7 @@ def _run(
     sizes = [p.numel() for p in params]
     total = sum(sizes)
     alive = AliveSet(params)
+    density, method = settings.density, settings.method
     final_count = prune_count(density, total)
     if final_count == 0:
         return dict(zip(names, alive.masks))
@@ -280,17 +288,17 @@ def _run(
     workspace = ScoringWorkspace(model, prunable)
     completed = False
     try:
-        score = _scorer(workspace, method, example_input, batches, loss_fn, seed, alive)
-        steps = schedule_densities(density, iterations, schedule)
+        score = _scorer(workspace, settings, data, alive)
+        steps = schedule_densities(density, settings.iterations, settings.schedule)
         for step, step_density in enumerate(_progress(steps, progress, method)):
             gathered = score()
             if method != "synflow" and not all_finite(gathered):
                 raise ValueError(f"{method} produced NaN or infinite scores; check the model and inputs.")
-            if step == 0 and method == "synflow":
-                _warn_zero_scores(names, gathered)
+            if step == 0 and method in ALL_ZERO_CAUSES:
+                _check_zero_scores(method, names, gathered)
             last = step == len(steps) - 1
             masks = alive.view_masks()
-            if scope == "global":
+            if settings.scope == "global":
                 groups = [(list(range(len(names))), total, final_count)]
             else:
                 groups = [([i], size, prune_count(density, size)) for i, size in enumerate(sizes)]
@@ -319,28 +327,24 @@ def _run(
 
 
 def _scorer(
-    workspace: ScoringWorkspace,
-    method: str,
-    example_input: ExampleInput | None,
-    batches: list[Batch],
-    loss_fn: LossFn,
-    seed: int | None,
-    alive: AliveSet,
+    workspace: ScoringWorkspace, settings: PruningSettings, data: ScoringData, alive: AliveSet
 ) -> Callable[[], list[torch.Tensor]]:
     """A function returning the scores of the alive set's view entries (flat, one tensor per weight)."""
     params = list(workspace.prunable.values())
+    method = settings.method
     if method == "synflow":
-        assert example_input is not None
-        return SynFlowScorer(workspace, example_input, alive)
+        assert data.example_input is not None
+        return SynFlowScorer(workspace, data.example_input, alive)
     if method == "magnitude":
         return lambda: alive.gather(magnitude_scores(params))
     if method == "random":
-        generator = None if seed is None else torch.Generator().manual_seed(int(seed))
+        generator = None if settings.seed is None else torch.Generator().manual_seed(settings.seed)
         return lambda: alive.gather(random_scores(params, alive.masks, generator))
-    dtype = params[0].dtype if params[0].dtype in (torch.float32, torch.float64) else torch.float32
+    dtype = score_dtype(params[0].dtype)
     workspace.cast(dtype)
     scorer = snip_scores if method == "snip" else grasp_scores
-    return lambda: alive.gather(scorer(workspace.model, params, batches, loss_fn, dtype))
+    loss = data.loss()
+    return lambda: alive.gather(scorer(workspace.model, params, data.batches, loss, dtype))
 
 
 def _progress(steps: list[Fraction], enabled: bool, method: str) -> Iterable[Fraction]:

@@ -16,29 +16,45 @@ import torch
 from torch import nn
 
 from lightning_synflow.pruning.alive import AliveSet
-from lightning_synflow.pruning.inputs import ExampleInput, call_model, ones_batch, output_sum, to_device
+from lightning_synflow.pruning.inputs import ExampleInput, call_model, call_on_ones, map_tensors, output_sum, to_device
 from lightning_synflow.pruning.workspace import ScoringWorkspace
 
+#: A loss over a model's output and the batch's targets, e.g. ``torch.nn.functional.cross_entropy``.
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-Batch = tuple[Any, torch.Tensor]
+#: A loss over ``(model, batch)``: runs the model on the batch (any format) and returns a scalar tensor.
+BatchLoss = Callable[[nn.Module, Any], torch.Tensor]
+#: One batch of data for SNIP/GraSP: ``(inputs, targets)`` for a :data:`LossFn`, any format for a :data:`BatchLoss`.
+Batch = Any
 
 #: Temperature on the logits for GraSP (Wang et al. 2020, as in the reference).
 GRASP_TEMPERATURE = 200.0
 
 
+def score_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype scores are computed and selected in for weights of ``dtype``: float64 for float64, else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def _grads(output: torch.Tensor, params: Sequence[nn.Parameter], create_graph: bool = False) -> list[torch.Tensor]:
+    if not output.requires_grad:  # the output does not depend on any weight (e.g. detached): zero gradients
+        return [torch.zeros_like(p) for p in params]
     grads = torch.autograd.grad(output, list(params), allow_unused=True, create_graph=create_graph)
     return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
 
 
 def all_finite(tensors: Sequence[torch.Tensor]) -> bool:
-    """Whether every entry is finite, from one sum per tensor (a NaN or inf makes the total non-finite)."""
-    return bool(torch.isfinite(torch.stack([t.sum() for t in tensors]).sum()))
+    """Whether every entry is finite.
+
+    One sum per tensor decides in the common case (a NaN or inf makes the sum non-finite); only a
+    tensor whose sum is not finite, which may also be an overflow of the sum of finite entries (e.g.
+    float16 scores above 65504 in total), is checked entry by entry.
+    """
+    return all(bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def magnitude_scores(params: Sequence[nn.Parameter]) -> list[torch.Tensor]:
-    """|theta| (pruned entries are already 0)."""
-    return [p.detach().abs() for p in params]
+    """|theta| in :func:`score_dtype` (pruned entries are already 0)."""
+    return [p.detach().to(score_dtype(p.dtype), copy=True).abs_() for p in params]
 
 
 def random_scores(
@@ -52,42 +68,89 @@ def random_scores(
     return scores
 
 
+def supervised_loss(loss_fn: LossFn) -> BatchLoss:
+    """The :data:`BatchLoss` of ``(inputs, targets)`` batches: ``loss_fn(model(inputs), targets)``.
+
+    ``inputs`` are passed as Lightning does (tuple -> positional, dict -> keyword, else one argument).
+    """
+
+    def loss(model: nn.Module, batch: Any) -> torch.Tensor:
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+            length = f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""
+            raise TypeError(
+                "With `loss_fn` (default cross-entropy) every batch must be an (inputs, targets) pair, got a "
+                f"{type(batch).__name__}{length}. For batches of any other format give "
+                "`batch_loss=lambda model, batch: ...` returning the loss."
+            )
+        inputs, targets = batch
+        return loss_fn(call_model(model, inputs), targets)
+
+    return loss
+
+
+def _batch_loss(
+    model: nn.Module, batch_loss: BatchLoss, batch: Batch, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """The loss of one batch, its tensors moved to ``device`` (floating ones cast to ``dtype``)."""
+    loss = batch_loss(model, to_device(batch, device, dtype))
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not torch.is_floating_point(loss):
+        got = f"a {loss.dtype} tensor of shape {list(loss.shape)}" if isinstance(loss, torch.Tensor) else repr(loss)
+        raise TypeError(
+            "The loss of a batch must be a scalar floating-point tensor: `batch_loss` must return a scalar "
+            f"(and `loss_fn` reduce to one, e.g. reduction='mean'), got {got}."
+        )
+    return loss.reshape(())
+
+
 def snip_scores(
-    model: nn.Module, params: Sequence[nn.Parameter], batches: Sequence[Batch], loss_fn: LossFn, dtype: torch.dtype
+    model: nn.Module,
+    params: Sequence[nn.Parameter],
+    batches: Sequence[Batch],
+    batch_loss: BatchLoss,
+    dtype: torch.dtype,
 ) -> list[torch.Tensor]:
-    """|theta * dL/dtheta| on the masked model, L summed over ``batches`` (each a mean loss)."""
+    """|theta * dL/dtheta| on the masked model, L summed over ``batches`` (each a loss of ``batch_loss``)."""
     device = params[0].device
     total = [torch.zeros_like(p) for p in params]
     with torch.enable_grad():
-        for inputs, targets in batches:
-            output = call_model(model, to_device(inputs, device, dtype))
-            loss = loss_fn(output, targets.to(device))
-            for acc, grad in zip(total, _grads(loss, params)):
+        for batch in batches:
+            for acc, grad in zip(total, _grads(_batch_loss(model, batch_loss, batch, device, dtype), params)):
                 acc.add_(grad)
     return [acc.mul_(p.detach()).abs_() for acc, p in zip(total, params)]
 
 
+def _divide_by_temperature(module: nn.Module, args: Any, output: Any) -> Any:
+    return map_tensors(output, lambda t: t / GRASP_TEMPERATURE if torch.is_floating_point(t) else t)
+
+
 def grasp_scores(
-    model: nn.Module, params: Sequence[nn.Parameter], batches: Sequence[Batch], loss_fn: LossFn, dtype: torch.dtype
+    model: nn.Module,
+    params: Sequence[nn.Parameter],
+    batches: Sequence[Batch],
+    batch_loss: BatchLoss,
+    dtype: torch.dtype,
 ) -> list[torch.Tensor]:
-    """theta * Hg with temperature 200 on the logits; signed, most negative pruned first."""
+    """theta * Hg with temperature 200 on the logits; signed, most negative pruned first.
+
+    The temperature divides every floating-point tensor of the model's forward output (a forward
+    hook on ``model``, removed afterwards), whatever ``batch_loss`` then does with them.
+    """
     device = params[0].device
-
-    def loss_of(inputs: Any, targets: torch.Tensor) -> torch.Tensor:
-        output = call_model(model, to_device(inputs, device, dtype)) / GRASP_TEMPERATURE
-        return loss_fn(output, targets.to(device))
-
-    with torch.enable_grad():
-        gradient = [torch.zeros_like(p) for p in params]
-        for inputs, targets in batches:
-            for acc, grad in zip(gradient, _grads(loss_of(inputs, targets), params)):
-                acc.add_(grad)
-        hessian_gradient = [torch.zeros_like(p) for p in params]
-        for inputs, targets in batches:
-            grads = _grads(loss_of(inputs, targets), params, create_graph=True)
-            inner = torch.stack([(g * fixed).sum() for g, fixed in zip(grads, gradient)]).sum()
-            for acc, hg in zip(hessian_gradient, _grads(inner, params)):
-                acc.add_(hg.detach())
+    handle = model.register_forward_hook(_divide_by_temperature)
+    try:
+        with torch.enable_grad():
+            gradient = [torch.zeros_like(p) for p in params]
+            for batch in batches:
+                for acc, grad in zip(gradient, _grads(_batch_loss(model, batch_loss, batch, device, dtype), params)):
+                    acc.add_(grad)
+            hessian_gradient = [torch.zeros_like(p) for p in params]
+            for batch in batches:
+                grads = _grads(_batch_loss(model, batch_loss, batch, device, dtype), params, create_graph=True)
+                inner = torch.stack([(g * fixed).sum() for g, fixed in zip(grads, gradient)]).sum()
+                for acc, hg in zip(hessian_gradient, _grads(inner, params)):
+                    acc.add_(hg.detach())
+    finally:
+        handle.remove()
     return [acc.mul_(p.detach()) for acc, p in zip(hessian_gradient, params)]
 
 
@@ -117,18 +180,19 @@ class SynFlowScorer:
         self.example_input = example_input
         self.alive = alive
         params = list(workspace.prunable.values())
-        model_dtype = params[0].dtype
-        self.dtype = model_dtype if model_dtype == torch.float64 else torch.float32
+        self.dtype = score_dtype(params[0].dtype)
         self.rescaled = False
+        self._flow = math.nan  # R of the last pass
+        self._nan = False  # whether the last pass's scores held NaN
 
     def _try(self, last_resort: bool) -> list[torch.Tensor] | None:
         workspace = self.workspace
         params = list(workspace.prunable.values())
         workspace.prepare(self.alive.masks)
-        inputs = ones_batch(self.example_input, self.dtype, params[0].device)
         with torch.enable_grad():
-            flow = output_sum(call_model(workspace.model, inputs))
-        if not (last_resort or _in_safe_range(float(flow.detach()), self.dtype)):
+            flow = output_sum(call_on_ones(workspace.model, self.example_input, self.dtype, params[0].device))
+        self._flow, self._nan = float(flow.detach()), False
+        if not (last_resort or _in_safe_range(self._flow, self.dtype)):
             return None
         scores: list[torch.Tensor | None] = [None] * len(params)
         in_place = not self.alive.compacted
@@ -155,7 +219,10 @@ class SynFlowScorer:
             if found is None:  # not reached by backward: no flow through it
                 found = self.alive.collect(i, param.detach().zero_() if in_place else torch.zeros_like(param))
             done.append(found)
-        return done if all_finite(done) else None
+        if all_finite(done):
+            return done
+        self._nan = any(bool(torch.isnan(s).any()) for s in done)
+        return None
 
     @torch.no_grad()
     def _rescale_layers(self) -> None:
@@ -182,10 +249,26 @@ class SynFlowScorer:
             elif not self.rescaled:
                 self._rescale_layers()
             else:
-                raise FloatingPointError(
-                    "SynFlow scores are not finite even in float64 with per-layer power-of-two rescaling; "
-                    "the network's synaptic flow cannot be represented. Prune fewer layers or use another method."
-                )
+                raise FloatingPointError(self._failure())
+
+    def _failure(self) -> str:
+        """Why the scores are not finite, from the last pass: an invalid operation (NaN) or overflow."""
+        if self._nan and math.isfinite(self._flow):
+            found, cause = f"SynFlow scores contain NaN although the synaptic flow R = {self._flow:.6g} is finite", ""
+        elif math.isnan(self._flow):
+            found, cause = "The synaptic flow R is NaN", "most likely "
+        else:
+            return (
+                "SynFlow scores are not finite even in float64 with per-layer power-of-two rescaling "
+                f"(R = {self._flow:.6g}): the network's synaptic flow overflows. Prune fewer layers or use another "
+                "method."
+            )
+        return (
+            f"{found}, even in float64 with per-layer power-of-two rescaling: the NaN comes {cause}from an invalid "
+            "operation in the model (0/0, inf - inf or 0 * inf), typically a normalization of an all-zero row (a "
+            "weight divided by its norm once a row is pruned), not from overflow. Leave such layers out of the "
+            "prunable set (`exclude`) or use another method."
+        )
 
 
 def _in_safe_range(flow: float, dtype: torch.dtype) -> bool:

@@ -1,15 +1,45 @@
-"""Which tensors of a model are prunable."""
+"""Which tensors of a model are prunable: module types, name patterns, tied and parametrized weights."""
 
 from __future__ import annotations
 
 import fnmatch
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.spectral_norm import SpectralNorm
+from torch.nn.utils.weight_norm import WeightNorm
 
 #: Module types whose ``weight`` is prunable by default.
 DEFAULT_PRUNABLE_MODULES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+#: Why a parametrization's inputs cannot be pruned by masking them.
+_WHY_NOT_MASKED = (
+    "masking a parametrization's input does not mask the effective weight the layer uses (weight_norm, for one, "
+    "normalizes each row by its norm, so a pruned row divides 0 by 0 and turns the weights into NaN)"
+)
+
+
+@dataclass(frozen=True)
+class Reparametrized:
+    """A weight that a layer computes from other tensors, and how.
+
+    Attributes:
+        weight: qualified name of the computed tensor, e.g. ``"fc.weight"``.
+        kind: what computes it, e.g. ``"_WeightNorm via torch.nn.utils.parametrize"``.
+        undo: the call that removes it.
+        inputs: ids of the parameters it is computed from.
+        default_type: whether the layer is of a type pruned by default (Linear/Conv).
+    """
+
+    weight: str
+    kind: str
+    undo: str
+    inputs: frozenset[int]
+    default_type: bool
 
 
 def _as_patterns(value: str | Sequence[str] | None, argument: str) -> list[str]:
@@ -22,12 +52,65 @@ def _as_patterns(value: str | Sequence[str] | None, argument: str) -> list[str]:
     return list(value)
 
 
-def _default_prunable_names(model: nn.Module) -> list[str]:
-    names = []
+def reparametrized_weights(model: nn.Module) -> list[Reparametrized]:
+    """Weights computed by ``torch.nn.utils.parametrize`` or by the old weight/spectral-norm hooks."""
+    found = []
     for module_name, module in model.named_modules():
-        if isinstance(module, DEFAULT_PRUNABLE_MODULES) and isinstance(module.weight, nn.Parameter):
-            names.append(f"{module_name}.weight" if module_name else "weight")
-    return names
+        prefix = f"{module_name}." if module_name else ""
+        layer = f"model.get_submodule({module_name!r})" if module_name else "model"
+        default_type = isinstance(module, DEFAULT_PRUNABLE_MODULES)
+        if parametrize.is_parametrized(module):
+            for tensor_name, chain in module.parametrizations.items():
+                found.append(
+                    Reparametrized(
+                        weight=prefix + tensor_name,
+                        kind=f"{', '.join(type(p).__name__ for p in chain)} via torch.nn.utils.parametrize",
+                        undo=f"torch.nn.utils.parametrize.remove_parametrizations({layer}, {tensor_name!r})",
+                        inputs=frozenset(id(p) for p in chain.parameters()),
+                        default_type=default_type and tensor_name == "weight",
+                    )
+                )
+        own = dict(module.named_parameters(recurse=False))
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, (WeightNorm, SpectralNorm)):
+                weight_norm = isinstance(hook, WeightNorm)
+                suffixes = ("_g", "_v") if weight_norm else ("_orig",)
+                remove = "remove_weight_norm" if weight_norm else "remove_spectral_norm"
+                found.append(
+                    Reparametrized(
+                        weight=prefix + hook.name,
+                        kind=f"{type(hook).__name__} forward pre-hook",
+                        undo=f"torch.nn.utils.{remove}({layer}, {hook.name!r})",
+                        inputs=frozenset(id(own[hook.name + s]) for s in suffixes if hook.name + s in own),
+                        default_type=default_type and hook.name == "weight",
+                    )
+                )
+    return found
+
+
+def _default_prunable(model: nn.Module) -> set[int]:
+    """Ids of the parameters that some Linear/Conv module uses as its ``weight``."""
+    ids = set()
+    for module in model.modules():
+        if isinstance(module, DEFAULT_PRUNABLE_MODULES):
+            weight = dict(module.named_parameters(recurse=False)).get("weight")
+            if weight is not None:
+                ids.add(id(weight))
+    return ids
+
+
+def _matching(patterns: list[str], names: dict[str, int], argument: str) -> set[int]:
+    """Ids of the tensors with a name matching any of ``patterns``; every pattern must match."""
+    ids = set()
+    for pattern in patterns:
+        matches = fnmatch.filter(names, pattern)
+        if not matches:
+            raise ValueError(
+                f"`{argument}` pattern {pattern!r} matches no parameter of the model; "
+                f"the parameter names are, e.g., {list(names)[:8]}."
+            )
+        ids.update(names[name] for name in matches)
+    return ids
 
 
 def select_prunable(
@@ -37,53 +120,79 @@ def select_prunable(
 ) -> dict[str, nn.Parameter]:
     """Select the prunable parameters of ``model`` by module type and name patterns.
 
+    Tied weights (one tensor under several names, e.g. ``head.weight = emb.weight``): the tensor is
+    prunable by default when any module that uses it as its ``weight`` is a Linear/Conv module,
+    even if its first user is not (an ``Embedding``). It is selected once, under its first
+    qualified name in ``named_parameters()`` order (``emb.weight``), scored once with the gradient
+    of every use, and, being one tensor, stays masked wherever it is used. ``parameters`` and
+    ``exclude`` patterns may match any of its names.
+
+    Parametrized weights (``torch.nn.utils.parametrize``: weight_norm, spectral_norm, user
+    parametrizations; and the old ``torch.nn.utils.weight_norm`` / ``spectral_norm`` hooks) cannot
+    be pruned by masking: masking a parametrization's input does not mask the weight the layer
+    computes from it (weight_norm even divides 0 by 0 on a pruned row). Selecting such an input is
+    refused with a ``ValueError``; the default selection leaves parametrized Linear/Conv layers out
+    with a ``UserWarning`` naming them, unless ``exclude`` matches one of their parameters. Remove
+    the parametrization before pruning (``torch.nn.utils.parametrize.remove_parametrizations``) to
+    prune such a layer.
+
     Args:
         model: the network.
-        parameters: glob patterns over ``model.named_parameters()`` names; ``None`` selects the
+        parameters: glob patterns over parameter names (every name of a tied tensor, as
+            ``named_parameters(remove_duplicate=False)`` gives them); ``None`` selects the
             ``weight`` of every ``Linear`` and ``Conv1d/2d/3d`` module.
-        exclude: glob patterns removed from the selection.
+        exclude: glob patterns removed from the selection (a tied tensor goes if any name matches).
 
     Returns:
-        The selected parameters keyed by qualified name, in ``named_parameters()`` order.
+        The selected parameters keyed by their first qualified name, in ``named_parameters()`` order.
 
     Raises:
-        ValueError: a pattern matches no parameter, or nothing is left to prune.
+        ValueError: a pattern matches no parameter, a selected parameter feeds a parametrization, or
+            nothing is left to prune.
         TypeError: a pattern is not a string, or a selected parameter is not floating point.
     """
     include_patterns = _as_patterns(parameters, "parameters")
     exclude_patterns = _as_patterns(exclude, "exclude")
-    named = dict(model.named_parameters())
-    all_names = list(named)
+    every_name = {name: id(param) for name, param in model.named_parameters(remove_duplicate=False)}
+    first = {id(param): (name, param) for name, param in model.named_parameters()}  # first names, in order
+    reparametrized = reparametrized_weights(model)
 
     if parameters is None:
-        selected = set(_default_prunable_names(model))
+        selected = _default_prunable(model)
     else:
         if not include_patterns:
             raise ValueError("`parameters` is an empty list: give at least one glob pattern, or None for the default.")
-        selected = set()
-        for pattern in include_patterns:
-            matches = fnmatch.filter(all_names, pattern)
-            if not matches:
-                raise ValueError(
-                    f"`parameters` pattern {pattern!r} matches no parameter of the model; "
-                    f"the parameter names are, e.g., {all_names[:8]}."
-                )
-            selected.update(matches)
+        selected = _matching(include_patterns, every_name, "parameters")
+    excluded = _matching(exclude_patterns, every_name, "exclude")
+    selected -= excluded
 
-    for pattern in exclude_patterns:
-        matches = fnmatch.filter(all_names, pattern)
-        if not matches:
-            raise ValueError(
-                f"`exclude` pattern {pattern!r} matches no parameter of the model; "
-                f"the parameter names are, e.g., {all_names[:8]}."
-            )
-        selected.difference_update(matches)
+    inputs = {tensor: w for w in reparametrized for tensor in w.inputs}
+    refused = next((tensor for tensor in first if tensor in selected and tensor in inputs), None)
+    if refused is not None:
+        name, weight = first[refused][0], inputs[refused]
+        raise ValueError(
+            f"Parameter {name!r} is an input of the parametrization that computes "
+            f"{weight.weight!r} ({weight.kind}): {_WHY_NOT_MASKED}. Remove the parametrization before pruning "
+            f"({weight.undo}), or leave the layer out of `parameters` (or add it to `exclude`)."
+        )
+    skipped = [w for w in reparametrized if parameters is None and w.default_type and not w.inputs & excluded]
+    described = "; ".join(f"{w.weight!r} ({w.kind}; remove it with {w.undo})" for w in skipped)
+    if skipped:
+        warnings.warn(
+            f"Parametrized layers are left out of the default selection of prunable weights: {described}. Their "
+            f"weights cannot be pruned by masking: {_WHY_NOT_MASKED}. Remove the parametrization before pruning to "
+            "prune them, or exclude their parameters (`exclude`) to silence this warning.",
+            UserWarning,
+            stacklevel=2,
+        )
 
     if not selected:
+        left_out = f" Parametrized layers left out: {described}." if skipped else ""
         raise ValueError(
             "Nothing to prune: the model has no Linear/Conv weight, or `parameters`/`exclude` removed them all."
+            + left_out
         )
-    result = {name: named[name] for name in all_names if name in selected}
+    result = {name: param for tensor, (name, param) in first.items() if tensor in selected}
     for name, param in result.items():
         if not torch.is_floating_point(param):
             raise TypeError(

@@ -12,7 +12,9 @@ class ScoringWorkspace:
     """Puts a model in scoring state and brings it back exactly as it was.
 
     The model's own tensors are never written while scoring: every prunable weight is swapped
-    (through ``.data``) for a working copy, and every other floating-point parameter or buffer that
+    (through ``.data``) for a working copy in row-major (contiguous) layout, whatever the weight's
+    memory format (``channels_last`` included), so flat positions are row-major logical order and
+    scoring computes exactly as for the contiguous model; every other floating-point parameter or buffer that
     needs a change (absolute value, wider dtype) for a changed copy. The working copies hold the
     weights as the scorer needs them: absolute values if linearized, a wider dtype if cast, a
     power-of-two factor per tensor if rescaled, and zeros where pruned. A scorer may overwrite them
@@ -44,7 +46,7 @@ class ScoringWorkspace:
             param.grad = None
             param.requires_grad_(id(param) in self._prunable_ids)
         for param in prunable.values():
-            self._swap(param, param.detach().clone())
+            self._swap(param, param.detach().clone(memory_format=torch.contiguous_format))
 
     def _swap(self, tensor: torch.Tensor, working: torch.Tensor) -> None:
         self._originals.setdefault(tensor, tensor.data)
