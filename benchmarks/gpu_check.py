@@ -129,6 +129,46 @@ def amp_training() -> None:
         )
 
 
+def checkpoint_across_devices() -> None:
+    """A CUDA checkpoint resumed on the CPU, and a CPU checkpoint resumed on CUDA, keep their masks."""
+    import tempfile
+
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lightning_synflow import masks_from_checkpoint
+
+    data = TensorDataset(torch.randn(256, 64), torch.randint(0, 10, (256,)))
+    for first, second in (("cuda", "cpu"), ("cpu", "cuda")):
+        with tempfile.TemporaryDirectory() as directory:
+            torch.manual_seed(0)
+            model = ImageClassifier(MLP(64, [128], 10), 10, [64], optimizer="adam", lr=1e-3, weight_decay=0.0)
+            pruning = SynFlowPruning(sparsity=0.9, verbose=False, progress=False)
+            common = dict(logger=False, enable_progress_bar=False, enable_model_summary=False, devices=1)
+            Trainer(
+                accelerator=first,
+                max_epochs=1,
+                callbacks=[pruning, ModelCheckpoint(dirpath=directory, save_last=True)],
+                **common,
+            ).fit(model, DataLoader(data, batch_size=32))
+            saved = {n: m.cpu() for n, m in pruning.masks.items()}
+            path = f"{directory}/last.ckpt"
+            mapped = torch.load(path, map_location=second, weights_only=True)
+            resumed = SynFlowPruning(compression=10, verbose=False, progress=False)
+            resumed.load_state_dict(mapped["callbacks"][resumed.state_key])
+            fresh = ImageClassifier(MLP(64, [128], 10), 10, [64], optimizer="adam", lr=1e-3, weight_decay=0.0)
+            Trainer(accelerator=second, max_epochs=2, enable_checkpointing=False, callbacks=[resumed], **common).fit(
+                fresh, DataLoader(data, batch_size=32), ckpt_path=path
+            )
+            same = all(torch.equal(saved[n], resumed.masks[n].cpu()) for n in saved)
+            same &= all(torch.equal(saved[n], m) for n, m in masks_from_checkpoint(path).items())
+            zero = all(
+                bool((p.detach().cpu()[~saved[n]] == 0).all()) for n, p in fresh.named_parameters() if n in saved
+            )
+            check(f"checkpoint saved on {first}, resumed on {second}: masks restored and in force", same and zero)
+
+
 def timm_warnings() -> None:
     try:
         import timm
@@ -155,6 +195,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}", flush=True)
     cuda_vs_cpu_masks()
     amp_training()
+    checkpoint_across_devices()
     timm_warnings()
     speed()
     print("FAILED: " + ", ".join(FAILED) if FAILED else "all GPU checks passed")

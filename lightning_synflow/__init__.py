@@ -11,7 +11,11 @@ def __getattr__(name: str) -> object:
         from lightning_synflow.callback import SynFlowPruning
 
         return SynFlowPruning
+    if name == "masks_from_checkpoint":
+        from lightning_synflow.callback.state import masks_from_checkpoint
+
+        return masks_from_checkpoint
     raise AttributeError(f"module 'lightning_synflow' has no attribute {name!r}")
 
 
-__all__ = ["SynFlowPruning", "__version__", "prune", "score"]
+__all__ = ["SynFlowPruning", "__version__", "masks_from_checkpoint", "prune", "score"]

@@ -20,8 +20,10 @@ from .helpers import SmallNet, quiet_trainer
         ({"sparsity": 0.5, "schedule": "step"}, r"`schedule` must be one of \['exponential', 'linear'\]"),
         ({"sparsity": 0.5, "scope": "x"}, r"`scope` must be one of \['global', 'local'\]"),
         ({"sparsity": 0.5, "iterations": 0}, "`iterations` must be an integer >= 1"),
-        ({"sparsity": 0.5, "parameters": "features.*"}, "`parameters` must be a list of glob patterns"),
-        ({"sparsity": 0.5, "exclude": [1]}, "`exclude` must be a list of glob patterns"),
+        ({"sparsity": 0.5, "parameters": [2]}, "`parameters` must be a glob pattern or a list of glob patterns"),
+        ({"sparsity": 0.5, "exclude": [1]}, "`exclude` must be a glob pattern or a list of glob patterns"),
+        ({"sparsity": 0.5, "on_settings_change": "ignore"}, r"`on_settings_change` must be one of \['error'"),
+        ({"sparsity": 0.5, "progress": "yes"}, "`progress` must be true or false"),
         ({"sparsity": 0.5, "input_shape": [3, 0]}, "`input_shape` must be a list of positive integers"),
         ({"sparsity": 0.5, "seed": 1.5}, "`seed` must be an integer"),
         ({"sparsity": 0.5, "score_batches": 0}, "`score_batches` must be an integer >= 1"),
@@ -55,7 +57,7 @@ def test_input_shape_argument_is_used():
 def test_bad_pattern_is_refused_before_any_change():
     model = SmallNet()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(ValueError, match="`exclude` pattern 'nothing' matches no parameter"):
+    with pytest.raises(MisconfigurationException, match="`exclude` pattern 'nothing' matches no parameter"):
         quiet_trainer(callbacks=[SynFlowPruning(sparsity=0.5, exclude=["nothing"], progress=False)]).fit(model)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
@@ -66,5 +68,5 @@ def test_sharded_strategies_are_refused():
     pruning = SynFlowPruning(sparsity=0.5)
     trainer = quiet_trainer(callbacks=[pruning])
     trainer.strategy.__class__ = type("FakeFSDP", (FSDPStrategy,), {})
-    with pytest.raises(MisconfigurationException, match="not supported yet"):
+    with pytest.raises(MisconfigurationException, match="does not support the FakeFSDP strategy"):
         pruning.setup(trainer, SmallNet(), "fit")

@@ -25,7 +25,7 @@ def test_checkpoint_holds_packed_masks_and_loads_weights_only(tmp_path):
         packed = state["masks"][name]
         assert packed.dtype == torch.uint8 and packed.numel() == (mask.numel() + 7) // 8  # 1 bit per weight
         assert state["shapes"][name] == list(mask.shape)
-    assert state["settings"]["method"] == "synflow" and state["settings"]["sparsity"] == 0.9
+    assert state["settings"]["method"] == "synflow" and state["settings"]["density"] == "1/10"
     # saved weights are masked, and the state_dict loads into a fresh plain module
     fresh = SmallNet("adam")
     fresh.load_state_dict(checkpoint["state_dict"])
@@ -37,7 +37,9 @@ def test_checkpoint_holds_packed_masks_and_loads_weights_only(tmp_path):
 def test_resume_restores_masks_without_rescoring_into_a_fresh_module(tmp_path, monkeypatch):
     model, pruning, path = _train_and_save(tmp_path)
     saved = {n: m.clone() for n, m in pruning.masks.items()}
-    monkeypatch.setattr("lightning_synflow.callback.prune", lambda *a, **k: pytest.fail("re-scored on resume"))
+    monkeypatch.setattr(
+        "lightning_synflow.callback.synflow_pruning.prune_with", lambda *a, **k: pytest.fail("re-scored on resume")
+    )
     torch.manual_seed(123)
     fresh = SmallNet("adam")  # different initial weights: re-scoring would give other masks
     resumed = SynFlowPruning(sparsity=0.9, progress=False, verbose=False)
@@ -47,18 +49,19 @@ def test_resume_restores_masks_without_rescoring_into_a_fresh_module(tmp_path, m
     assert all(torch.equal(saved[n], resumed.masks[n].cpu()) for n in saved)
 
 
-def test_state_key_tells_configurations_apart():
-    a = SynFlowPruning(sparsity=0.9)
-    b = SynFlowPruning(sparsity=0.5)
-    c = SynFlowPruning(sparsity=0.9, method="magnitude")
-    assert len({a.state_key, b.state_key, c.state_key}) == 3
-    assert a.state_key == SynFlowPruning(sparsity=0.9).state_key
+def test_state_key_is_the_same_whatever_the_spelling():
+    # A resumed run must find its masks however its settings are spelled (compared by meaning on resume).
+    keys = {SynFlowPruning(sparsity=0.9).state_key, SynFlowPruning(compression=10).state_key}
+    keys.add(SynFlowPruning(sparsity=0.5, method="magnitude").state_key)
+    assert keys == {"SynFlowPruning"}
 
 
 def test_state_dict_round_trip_and_empty_before_pruning():
+    from lightning_synflow.callback.state import unpack_state
+
     pruning = SynFlowPruning(sparsity=0.5)
     assert pruning.state_dict() == {}
     pruning.masks = {"w": torch.rand(5, 3) > 0.5}
-    other = SynFlowPruning(sparsity=0.5)
-    other.load_state_dict(pruning.state_dict())
-    assert torch.equal(other.masks["w"], pruning.masks["w"])
+    saved = unpack_state(pruning.state_dict())
+    assert torch.equal(saved.masks["w"], pruning.masks["w"])
+    assert saved.settings == SynFlowPruning(compression=2).settings

@@ -2,8 +2,9 @@
 
 import torch
 from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lightning_synflow import SynFlowPruning
+from lightning_synflow import SynFlowPruning, masks_from_checkpoint
 
 from .helpers import SmallNet, quiet_trainer
 
@@ -35,9 +36,11 @@ def test_ddp_spawn_masks_and_weights_identical_on_both_ranks(tmp_path):
         strategy="ddp_spawn",
         devices=2,
         max_epochs=2,
-        callbacks=[DivergeRandomness(), pruning, DumpPerRank(pruning, tmp_path)],
+        callbacks=[DivergeRandomness(), pruning, DumpPerRank(pruning, tmp_path), ModelCheckpoint(dirpath=tmp_path)],
+        enable_checkpointing=True,
     )
-    trainer.fit(SmallNet("sgd"))
+    model = SmallNet("sgd")
+    trainer.fit(model)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert rank0["masks"].keys() == rank1["masks"].keys()
     for name in rank0["masks"]:
@@ -47,3 +50,9 @@ def test_ddp_spawn_masks_and_weights_identical_on_both_ranks(tmp_path):
         assert torch.equal(rank0["weights"][name], rank1["weights"][name]), name
     for name, mask in rank0["masks"].items():
         assert bool((rank0["weights"][name][~mask] == 0).all())
+    # The launching process gets the weights back, and the masks from the checkpoint (documented for ddp_spawn).
+    assert pruning.masks is None
+    masks = masks_from_checkpoint(trainer.checkpoint_callback.best_model_path)
+    assert all(torch.equal(masks[n], rank0["masks"][n]) for n in masks)
+    params = dict(model.named_parameters())
+    assert all(bool((params[n].detach()[~m] == 0).all()) for n, m in masks.items())

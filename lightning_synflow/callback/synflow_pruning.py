@@ -1,0 +1,451 @@
+"""``SynFlowPruning``: prune a LightningModule at fit start and keep it sparse through training."""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Iterator
+from itertools import islice
+from typing import Any, Literal, Optional
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from typing_extensions import override
+
+from lightning_synflow.callback.state import SavedMasks, differences, pack_state, unpack_state
+from lightning_synflow.callback.upkeep import MaskUpkeep
+from lightning_synflow.pruning.bits import pack_mask, unpack_mask
+from lightning_synflow.pruning.inputs import ExampleInputError
+from lightning_synflow.pruning.loop import ScoringData, prune_with
+from lightning_synflow.pruning.settings import DATA_METHODS, PruningSettings
+from lightning_synflow.pruning.targets import select_prunable
+from lightning_synflow.report import format_table, layer_stats, sparsity_metrics, wandb_log
+
+#: Strategies known to keep the masks right; anything else (DeepSpeed, FSDP, XLA, subclasses) is refused.
+SUPPORTED_STRATEGIES: tuple[type, ...] = (SingleDeviceStrategy, DDPStrategy)
+
+SettingsChange = Literal["error", "reprune", "keep"]
+
+
+class _Fixed:
+    """A constructor argument, read-only afterwards: masks never silently ignore a changed setting."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type) -> Any:
+        return self if obj is None else obj._arguments[self.name]
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        raise AttributeError(
+            f"SynFlowPruning.{self.name} is fixed at construction (the masks and checkpoints depend on it); "
+            f"create a new SynFlowPruning({self.name}={value!r}, ...) instead."
+        )
+
+
+class SynFlowPruning(Callback):
+    """Prune the LightningModule at the start of ``fit``, without data, and keep it sparse.
+
+    In ``on_fit_start`` the module's prunable weights are scored and pruned iteratively (SynFlow,
+    Tanaka et al. 2020) or by one of the paper's baselines. The boolean masks are then enforced at
+    every real optimizer step: gradients of pruned entries are zeroed right after backward (before
+    gradient clipping), the weights are masked again right after each step, and the optimizer state
+    of pruned entries is zero, for every parameter any optimizer holds (groups added mid-fit too).
+    Masks are plain tensors held here and saved in checkpoints (1 bit per weight); the model's
+    ``state_dict`` is unchanged. Resuming restores them when the settings mean the same
+    (``sparsity=0.9`` is ``compression=10``); see ``on_settings_change`` otherwise.
+
+    Args:
+        sparsity: fraction of prunable weights removed, ``0 <= sparsity < 1``. Give this or ``compression``.
+        compression: compression ratio ``1 / density >= 1``; ``100`` keeps 1% of the weights.
+        method: scoring method: ``synflow`` (data-free), or the baselines ``magnitude``, ``random``,
+            ``snip`` and ``grasp`` (the last two score ``score_batches`` training batches with the
+            LightningModule's own ``training_step`` loss).
+        iterations: prune-score iterations; default 100 for ``synflow`` and 1 for the baselines.
+        schedule: density schedule across iterations: ``exponential`` (the paper's) or ``linear``.
+        scope: ``global`` (one threshold over all layers) or ``local`` (the same density in every layer).
+        parameters: glob patterns over ``named_parameters()`` names to prune, e.g. ``["features.*"]``;
+            default: the weight of every Linear and Conv1d/2d/3d layer.
+        exclude: glob patterns removed from the prunable set, e.g. ``["classifier.weight"]``.
+        input_shape: shape of one example without the batch dimension, e.g. ``[3, 32, 32]``; only needed
+            when the LightningModule has no ``example_input_array``.
+        seed: seed of the ``random`` method; None draws from torch's global generator.
+        score_batches: number of training batches ``snip`` and ``grasp`` score on.
+        on_settings_change: what to do when a resumed checkpoint's masks were made with settings of another
+            meaning: ``error`` (default) stops with a message naming each difference; ``reprune`` prunes the
+            checkpoint's weights again with the new settings; ``keep`` keeps the checkpoint's masks.
+        verbose: print the per-layer sparsity table on rank 0 after pruning.
+        progress: show a progress bar while scoring (rank 0 only); None follows the Trainer's
+            ``enable_progress_bar``.
+
+    Raises:
+        MisconfigurationException: an argument outside its allowed values.
+
+    Example::
+
+        from lightning.pytorch import Trainer
+        from lightning_synflow import SynFlowPruning
+
+        trainer = Trainer(callbacks=[SynFlowPruning(sparsity=0.99)])
+        trainer.fit(model)  # model.example_input_array gives the input shape
+    """
+
+    sparsity = _Fixed()
+    compression = _Fixed()
+    method = _Fixed()
+    schedule = _Fixed()
+    scope = _Fixed()
+    parameters = _Fixed()
+    exclude = _Fixed()
+    input_shape = _Fixed()
+    seed = _Fixed()
+    score_batches = _Fixed()
+    on_settings_change = _Fixed()
+    verbose = _Fixed()
+    progress = _Fixed()
+
+    def __init__(
+        self,
+        sparsity: Optional[float] = None,
+        compression: Optional[float] = None,
+        method: Literal["synflow", "magnitude", "random", "snip", "grasp"] = "synflow",
+        iterations: Optional[int] = None,
+        schedule: Literal["exponential", "linear"] = "exponential",
+        scope: Literal["global", "local"] = "global",
+        parameters: Optional[list[str]] = None,
+        exclude: Optional[list[str]] = None,
+        input_shape: Optional[list[int]] = None,
+        seed: Optional[int] = None,
+        score_batches: int = 10,
+        on_settings_change: SettingsChange = "error",
+        verbose: bool = True,
+        progress: Optional[bool] = None,
+    ) -> None:
+        try:
+            settings = PruningSettings.create(
+                sparsity=sparsity,
+                compression=compression,
+                method=method,
+                iterations=iterations,
+                schedule=schedule,
+                scope=scope,
+                parameters=parameters,
+                exclude=exclude,
+                seed=seed,
+            )
+        except (TypeError, ValueError) as error:
+            raise MisconfigurationException(f"SynFlowPruning: {error}") from error
+        if input_shape is not None and (
+            isinstance(input_shape, (str, int))
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in input_shape)
+        ):
+            raise MisconfigurationException(
+                f"SynFlowPruning: `input_shape` must be a list of positive integers without the batch dimension, "
+                f"e.g. [3, 32, 32]; got {input_shape!r}."
+            )
+        if isinstance(score_batches, bool) or not isinstance(score_batches, int) or score_batches < 1:
+            raise MisconfigurationException(
+                f"SynFlowPruning: `score_batches` must be an integer >= 1, got {score_batches!r}."
+            )
+        if on_settings_change not in ("error", "reprune", "keep"):
+            raise MisconfigurationException(
+                "SynFlowPruning: `on_settings_change` must be one of ['error', 'reprune', 'keep'], "
+                f"got {on_settings_change!r}."
+            )
+        for name, flag in (("verbose", verbose), ("progress", progress)):
+            if not (isinstance(flag, bool) or (flag is None and name == "progress")):
+                raise MisconfigurationException(f"SynFlowPruning: `{name}` must be true or false, got {flag!r}.")
+        self._arguments = {
+            "sparsity": sparsity,
+            "compression": compression,
+            "method": method,
+            "schedule": schedule,
+            "scope": scope,
+            "parameters": list(parameters) if parameters is not None else None,
+            "exclude": list(exclude) if exclude is not None else None,
+            "input_shape": list(input_shape) if input_shape is not None else None,
+            "seed": seed,
+            "score_batches": score_batches,
+            "on_settings_change": on_settings_change,
+            "verbose": verbose,
+            "progress": progress,
+        }
+        self._settings = settings
+        #: Boolean masks (True = kept) keyed by qualified parameter name, once pruned or restored.
+        self.masks: Optional[dict[str, torch.Tensor]] = None
+        self._module: Optional[weakref.ref[LightningModule]] = None
+        self._saved: Optional[SavedMasks] = None
+        self._upkeep: Optional[MaskUpkeep] = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled into ddp_spawn workers: no weak reference, no optimizer hooks.
+        return {**self.__dict__, "_module": None, "_upkeep": None}
+
+    @property
+    def iterations(self) -> int:
+        """Prune-score iterations (the method's default filled in)."""
+        return self._settings.iterations
+
+    @property
+    def settings(self) -> PruningSettings:
+        """What decides the masks, by meaning (validated at construction)."""
+        return self._settings
+
+    @property
+    @override
+    def state_key(self) -> str:
+        # One key whatever the spelling of the settings, so a resumed run always finds its masks.
+        return "SynFlowPruning"
+
+    # -- Lightning hooks -----------------------------------------------------------------------
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if type(trainer.strategy) not in SUPPORTED_STRATEGIES:
+            raise MisconfigurationException(
+                f"SynFlowPruning does not support the {type(trainer.strategy).__name__} strategy: only single-device "
+                "training (strategy='auto' on one device) and DDP (strategy='ddp', 'ddp_spawn', "
+                "'ddp_find_unused_parameters_true', ...) are known to keep the masks identical to the model's "
+                "weights on every process. Sharded, model-parallel, DeepSpeed and XLA strategies are refused."
+            )
+
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        saved, self._saved = self._saved, None
+        if saved is not None:
+            self._resume(trainer, pl_module, saved)
+        elif self.masks is None or self._pruned_module() is not pl_module:
+            # A new module (or this instance reused on another model) gets its own masks.
+            self._prune(trainer, pl_module)
+        self._attach(trainer, pl_module)
+
+    @override
+    def on_after_backward(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._upkeep is not None:
+            self._upkeep.mask_gradients()
+
+    @override
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._detach()
+
+    @override
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._detach()
+
+    @override
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._detach()
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        if self.masks is None:
+            return {}
+        return pack_state(self.masks, self._settings)
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict:
+            return
+        try:
+            self._saved = unpack_state(state_dict)
+        except ValueError as error:
+            raise MisconfigurationException(f"SynFlowPruning: {error}.") from error
+
+    @override
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        # Checkpoints of the first release keyed the state by its settings: find it under any SynFlowPruning key.
+        states = checkpoint.get("callbacks", {})
+        if self.state_key not in states:
+            legacy = [key for key in states if isinstance(key, str) and key.startswith("SynFlowPruning{")]
+            if legacy:
+                self.load_state_dict(states[legacy[0]])
+
+    # -- pruning and resuming ------------------------------------------------------------------
+
+    def _pruned_module(self) -> Optional[LightningModule]:
+        return self._module() if self._module is not None else None
+
+    def _resume(self, trainer: Trainer, pl_module: LightningModule, saved: SavedMasks) -> None:
+        names_now = self._prunable_names(pl_module)
+        changed = differences(saved, self._settings, names_now)
+        choice = self._arguments["on_settings_change"]
+        if changed and choice == "error":
+            listed = "; ".join(f"{name}: checkpoint {old}, now {new}" for name, (old, new) in changed.items())
+            raise MisconfigurationException(
+                f"SynFlowPruning: the checkpoint's masks were made with other settings ({listed}). Resume with the "
+                "checkpoint's settings to keep its masks, or pass on_settings_change='keep' to keep them anyway, or "
+                "on_settings_change='reprune' to prune the checkpoint's weights again with the new settings."
+            )
+        if changed and choice == "reprune":
+            rank_zero_warn(f"SynFlowPruning: settings changed since the checkpoint ({sorted(changed)}); re-pruning.")
+            self._prune(trainer, pl_module)
+            return
+        if changed:
+            rank_zero_warn(
+                f"SynFlowPruning: settings changed since the checkpoint ({sorted(changed)}); keeping its masks "
+                "(on_settings_change='keep')."
+            )
+        self.masks = saved.masks
+        self._module = weakref.ref(pl_module)
+
+    def _prunable_names(self, pl_module: LightningModule) -> list[str]:
+        try:
+            return list(select_prunable(pl_module, self._settings.parameters, self._settings.exclude))
+        except (TypeError, ValueError) as error:
+            raise MisconfigurationException(f"SynFlowPruning: {error}") from error
+
+    def _example_input(self, pl_module: LightningModule) -> Any:
+        if self._settings.method != "synflow":
+            return None
+        example = pl_module.example_input_array
+        if example is not None:
+            return example
+        if self.input_shape is not None:
+            return torch.zeros(1, *self.input_shape)
+        raise MisconfigurationException(
+            "SynFlowPruning needs the input shape: set `self.example_input_array = torch.zeros(1, *shape)` in your "
+            "LightningModule's __init__ (Lightning's convention), or pass `SynFlowPruning(input_shape=[...])` "
+            "(without the batch dimension)."
+        )
+
+    def _scoring_data(self, trainer: Trainer, pl_module: LightningModule) -> tuple[ScoringData, Optional[list[Any]]]:
+        if self._settings.method not in DATA_METHODS:
+            return ScoringData(example_input=self._example_input(pl_module)), None
+        if not pl_module.automatic_optimization:
+            raise MisconfigurationException(
+                f"SynFlowPruning(method={self._settings.method!r}) scores with the LightningModule's training_step "
+                "loss, but with automatic_optimization=False training_step steps the optimizers itself. Use "
+                "method='synflow', 'magnitude' or 'random', or prune before fit with "
+                "lightning_synflow.prune(model, ..., batches=..., batch_loss=...)."
+            )
+        loader = trainer.fit_loop._data_source.dataloader()
+        if loader is None:
+            raise MisconfigurationException(
+                f"SynFlowPruning(method={self._settings.method!r}) needs a train dataloader."
+            )
+        batches = [_transfer(pl_module, batch) for batch in islice(_iterate(loader), self.score_batches)]
+        return ScoringData(batch_loss=_training_step_loss), batches
+
+    def _progress(self, trainer: Trainer) -> bool:
+        progress = self.progress
+        if progress is None:
+            progress = trainer.progress_bar_callback is not None
+        return bool(progress) and trainer.is_global_zero
+
+    def _prune(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        outcome: Any = None
+        if trainer.is_global_zero:
+            start = time.perf_counter()
+            try:
+                data, batches = self._scoring_data(trainer, pl_module)
+                masks = prune_with(pl_module, self._settings, data, progress=self._progress(trainer), batches=batches)
+                outcome = {name: pack_mask(mask) for name, mask in masks.items()}
+            except ExampleInputError as error:
+                tried = error.shapes[0] if len(error.shapes) == 1 else error.shapes
+                outcome = MisconfigurationException(
+                    f"SynFlowPruning could not run the model on an input of shape {tried} built from "
+                    f"{self._input_source(pl_module)}: {error.cause}. Set `example_input_array` (or `input_shape`, "
+                    "without the batch dimension) to the shape of one batch the model's forward accepts."
+                )
+                outcome.__cause__ = error
+            except (TypeError, ValueError, FloatingPointError) as error:
+                outcome = MisconfigurationException(f"SynFlowPruning could not prune: {error}")
+                outcome.__cause__ = error
+            except Exception as error:
+                outcome = error
+            seconds = time.perf_counter() - start
+        # Rank 0 is authoritative: every rank applies its masks before any weight is touched elsewhere.
+        outcome = trainer.strategy.broadcast(outcome, src=0)
+        if isinstance(outcome, Exception):
+            if trainer.is_global_zero:
+                raise outcome
+            raise RuntimeError(f"SynFlowPruning failed on rank 0: {outcome}")
+        params = dict(pl_module.named_parameters())
+        # The weights of every rank are masked by `_attach`, which `on_fit_start` calls right after this.
+        self.masks = {name: unpack_mask(packed, params[name].shape) for name, packed in outcome.items()}
+        self._module = weakref.ref(pl_module)
+        if trainer.is_global_zero:
+            self._report(trainer, seconds)
+
+    def _input_source(self, pl_module: LightningModule) -> str:
+        if pl_module.example_input_array is not None:
+            return "the LightningModule's `example_input_array`"
+        return "`input_shape`"
+
+    def _report(self, trainer: Trainer, seconds: float) -> None:
+        assert self.masks is not None
+        stats = layer_stats(self.masks)
+        metrics = {**sparsity_metrics(stats), "pruning/seconds": seconds}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+            if isinstance(logger, WandbLogger):
+                wandb_log(logger, stats, trainer.global_step)
+            logger.save()
+        if self.verbose:
+            rank_zero_info(f"SynFlowPruning ({self._settings.method}, {seconds:.1f} s):\n{format_table(stats)}")
+
+    # -- keeping the masks in force ------------------------------------------------------------
+
+    def _attach(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        assert self.masks is not None
+        self._detach()
+        try:
+            upkeep = MaskUpkeep(pl_module, self.masks)
+        except ValueError as error:
+            raise MisconfigurationException(
+                f"SynFlowPruning: the checkpoint's masks do not fit this model: {error}. Was the checkpoint saved "
+                "from a different model?"
+            ) from error
+        upkeep.attach(trainer.optimizers)
+        self.masks = upkeep.masks
+        self._upkeep = upkeep
+
+    def _detach(self) -> None:
+        if self._upkeep is not None:
+            self._upkeep.detach()
+            self._upkeep = None
+
+
+def _iterate(loader: Any) -> Iterator[Any]:
+    """Iterate a dataloader, or the first of several (Lightning's CombinedLoader / sequences)."""
+    if isinstance(loader, (list, tuple)):
+        loader = loader[0]
+    elif isinstance(loader, dict):
+        loader = next(iter(loader.values()))
+    return iter(loader)
+
+
+def _transfer(pl_module: LightningModule, batch: Any) -> Any:
+    """The batch as ``training_step`` sees it: through the module's batch-transfer hooks."""
+    batch = pl_module.on_before_batch_transfer(batch, 0)
+    batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+    return pl_module.on_after_batch_transfer(batch, 0)
+
+
+def _training_step_loss(pl_module: Any, batch: Any) -> torch.Tensor:
+    """The loss ``training_step`` returns on ``batch``, with its ``self.log`` calls silenced."""
+    silenced = {name: pl_module.__dict__.get(name) for name in ("log", "log_dict")}
+    pl_module.log = pl_module.log_dict = _ignore
+    try:
+        output = pl_module.training_step(batch, 0)
+    finally:
+        for name, value in silenced.items():
+            if value is None:
+                del pl_module.__dict__[name]
+            else:
+                pl_module.__dict__[name] = value
+    loss = output.get("loss") if isinstance(output, dict) else output
+    if not isinstance(loss, torch.Tensor):
+        raise MisconfigurationException(
+            "SynFlowPruning scores SNIP/GraSP with the loss training_step returns (a tensor, or a dict with 'loss'); "
+            f"it returned {type(output).__name__}."
+        )
+    return loss
+
+
+def _ignore(*args: Any, **kwargs: Any) -> None:
+    return None
