@@ -18,9 +18,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m lightning_synflow fit --config configs/digits_synflow.yaml --trainer.enable_progress_bar false
 
-# The whole suite. pytest's exit code 5 ("no tests collected") is not a failure.
+# The whole suite (about 4 minutes on 2 idle cores). Any failure, "no tests collected" included, fails.
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS) || { status=$$?; [ $$status -eq 5 ] || exit $$status; }
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -174,3 +174,19 @@ def test_wrong_example_input_lists_every_shape_tried():
     with pytest.raises(ExampleInputError, match=r"\[1, 3\].*\[1, 6\]") as info:
         prune(TwoInputs(), sparsity=0.5, example_input={"x": torch.zeros(2, 3), "y": torch.zeros(2, 6)})
     assert info.value.shapes == [[1, 3], [1, 6]]
+
+
+def test_weights_backward_never_reaches_are_named_in_a_warning():
+    from torch.utils.checkpoint import checkpoint
+
+    class Reentrant(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Sequential(nn.Linear(16, 32), nn.ReLU())
+            self.b = nn.Linear(32, 4)
+
+        def forward(self, x):
+            return self.b(checkpoint(self.a, x, use_reentrant=True))
+
+    with pytest.warns(UserWarning, match=r"No gradient reached \['a.0.weight'\]"):
+        prune(Reentrant(), sparsity=0.5, iterations=2, example_input=torch.zeros(1, 16))

@@ -8,6 +8,7 @@ scores are pruned first.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -182,6 +183,7 @@ class SynFlowScorer:
         params = list(workspace.prunable.values())
         self.dtype = score_dtype(params[0].dtype)
         self.rescaled = False
+        self._warned_unreached = False
         self._flow = math.nan  # R of the last pass
         self._nan = False  # whether the last pass's scores held NaN
 
@@ -219,10 +221,24 @@ class SynFlowScorer:
             if found is None:  # not reached by backward: no flow through it
                 found = self.alive.collect(i, param.detach().zero_() if in_place else torch.zeros_like(param))
             done.append(found)
+        self._warn_unreached([name for name, found in zip(workspace.prunable, scores) if found is None])
         if all_finite(done):
             return done
         self._nan = any(bool(torch.isnan(s).any()) for s in done)
         return None
+
+    def _warn_unreached(self, names: list[str]) -> None:
+        """Say once which prunable weights backward never reached: they score 0 and go first."""
+        if names and not self._warned_unreached:
+            self._warned_unreached = True
+            warnings.warn(
+                f"No gradient reached {names[:5]}{' and others' if len(names) > 5 else ''} in the SynFlow pass, so "
+                "they score 0 and are pruned first (a whole layer may be emptied). Causes: the layer is not used "
+                "in forward, or runs under torch.no_grad() or a reentrant activation checkpoint "
+                "(use_reentrant=True). Exclude it with `exclude`, or use a non-reentrant checkpoint.",
+                UserWarning,
+                stacklevel=5,
+            )
 
     @torch.no_grad()
     def _rescale_layers(self) -> None:
