@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+import copy
 import re
 import sys
+import tempfile
 import textwrap
 import warnings
 from pathlib import Path
 from typing import Any, NoReturn, Optional
 
+import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -171,11 +175,75 @@ def cli_main(args: Optional[list[str]] = None) -> SynFlowCLI:
     )
 
 
+def _export_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"{_prog() or 'lightning-synflow'} export",
+        description="Write the compact file of a checkpoint made with SynFlowPruning (packed mask bits and kept "
+        "values, safetensors), or of its thinner network (--shrink), and print sizes, MACs and sparsity per layer.",
+    )
+    parser.add_argument("--config", required=True, help="the YAML config of the run (builds the model)")
+    parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by a Trainer with SynFlowPruning")
+    parser.add_argument("--output", required=True, help="the file to write (.safetensors)")
+    parser.add_argument("--shrink", action="store_true", help="export the thinner network without flowless channels")
+    parser.add_argument("--report", action="store_true", help="also time masked, shrunk and sparse inference here")
+    return parser
+
+
+def build_model(config: str) -> LightningModule:
+    """The (untrained) LightningModule a YAML config describes, without running anything."""
+    _silence_noise()
+    cli = SynFlowCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=["--config", config, "--trainer.logger", "false"],
+        run=False,
+        auto_configure_optimizers=False,
+    )
+    return cli.model
+
+
+def export_main(args: list[str]) -> int:
+    """``lightning-synflow export``: a checkpoint to a compact file, with a size, MAC and sparsity summary."""
+    options = _export_parser().parse_args(args)
+    from lightning_synflow.export import apply_shrink, load_pruned, plan_shrink, save_sparse, speed_report
+    from lightning_synflow.report import count_macs, format_table, layer_stats
+
+    model = build_model(options.config).eval()
+    masks = load_pruned(model, options.ckpt_path)
+    example = model.example_input_array
+    exported, kept_masks = model, masks
+    if options.shrink:
+        exported = copy.deepcopy(model)
+        kept_masks = apply_shrink(exported, plan_shrink(exported, masks, example), masks)
+    save_sparse(exported, kept_masks, options.output)
+    with tempfile.TemporaryDirectory() as directory:
+        dense_file = Path(directory) / "dense.pt"
+        torch.save(model.state_dict(), dense_file)
+        dense_bytes = dense_file.stat().st_size
+    written = Path(options.output).stat().st_size
+    print(format_table(layer_stats(masks)))
+    print(f"file: {written:,} bytes, {written / dense_bytes:.1%} of torch.save(state_dict) ({dense_bytes:,} bytes)")
+    if example is not None:
+        dense_macs, macs = count_macs(model, example), count_macs(exported, example)
+        print(f"MACs per example: {macs:,} of {dense_macs:,} dense ({macs / max(dense_macs, 1):.1%})")
+    if options.report:
+        if example is None:
+            raise SystemExit("error: --report needs the model's example_input_array")
+        print(speed_report(model, masks, example))
+    return 0
+
+
 def main(args: Optional[list[str]] = None) -> int:
     """Entry point of ``lightning-synflow`` and ``python -m lightning_synflow``.
 
     Returns 0 after a successful run, so the console script's ``sys.exit(main())`` exits 0; argument errors exit
     with code 2 (``SystemExit``) and other failures raise. Use :func:`cli_main` to get the ``SynFlowCLI`` back.
+    ``export`` is handled by :func:`export_main`; every other subcommand is LightningCLI's.
     """
-    cli_main(args)
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] == "export":
+        return export_main(argv[1:])
+    cli_main(argv)
     return 0

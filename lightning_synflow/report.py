@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
+
+from lightning_synflow.pruning.inputs import ExampleInput, call_model, ones_batch
 
 #: Prefix of every logged metric.
 METRIC_PREFIX = "pruning/sparsity"
@@ -81,3 +84,35 @@ def wandb_log(logger: Any, stats: list[LayerStats], step: int) -> None:
         table.add_data(s.name, "x".join(map(str, s.shape)), s.numel, s.kept, s.sparsity)
     chart = wandb.plot.bar(table, "layer", "sparsity", title="Sparsity per layer")
     logger.log_metrics({"pruning/layers": table, "pruning/sparsity_per_layer": chart}, step=step)
+
+
+def count_macs(model: nn.Module, example_input: ExampleInput) -> int:
+    """Multiply-accumulates of the Linear and Conv layers of ``model`` for one example.
+
+    A conv weight entry costs one MAC per output position, a linear weight entry one per example (or
+    per token for sequence inputs); measured from a forward pass of a batch of one, in eval mode.
+    """
+    total = 0
+
+    def count(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        nonlocal total
+        weight = module.weight
+        if isinstance(module, nn.Linear):
+            total += weight.numel() * (output.numel() // output.shape[-1])
+        else:  # convolution: each output position of each output channel uses in_channels/groups * kernel weights
+            total += output.numel() * (weight.numel() // weight.shape[0])
+
+    layers = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, layers)]
+    modes = {module: module.training for module in model.modules()}
+    parameter = next(model.parameters())
+    try:
+        model.eval()
+        with torch.no_grad():
+            call_model(model, ones_batch(example_input, parameter.dtype, parameter.device))
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+        for handle in handles:
+            handle.remove()
+    return total

@@ -280,6 +280,53 @@ def test_reusing_an_instance_on_a_model_of_another_shape_prunes_it():
     assert set(pruning.masks) == {"net.0.weight", "net.2.weight", "net.4.weight"}
 
 
+def test_going_back_to_the_first_model_keeps_its_masks(monkeypatch):
+    pruning = _quiet(sparsity=0.9, method="random")
+    first, second = SmallNet("sgd"), SmallNet("sgd")
+    quiet_trainer(callbacks=[pruning]).fit(first)
+    masks_of_first = {n: m.clone() for n, m in pruning.masks.items()}
+    quiet_trainer(callbacks=[pruning]).fit(second)
+    monkeypatch.setattr(
+        "lightning_synflow.callback.synflow_pruning.prune_with", lambda *a, **k: pytest.fail("re-scored")
+    )
+    checker = StepChecker(pruning)
+    quiet_trainer(callbacks=[pruning, checker]).fit(first)
+    assert checker.steps == 8 and all(torch.equal(masks_of_first[n], pruning.masks[n]) for n in masks_of_first)
+
+
+def test_a_failed_resume_leaves_nothing_for_the_next_fit(saved_run):
+    _, path = saved_run
+
+    class Broken(SmallNet):
+        def configure_optimizers(self):
+            raise RuntimeError("typo in my optimizer config")
+
+    pruning = _quiet(sparsity=0.9, method="magnitude", on_settings_change="keep")
+    with pytest.raises(RuntimeError, match="typo"):
+        quiet_trainer(callbacks=[pruning]).fit(Broken("adam"), ckpt_path=path)
+    fresh = SmallNet("adam")
+    expected = prune(copy.deepcopy(fresh), sparsity=0.9, method="magnitude")
+    quiet_trainer(callbacks=[pruning], max_steps=1).fit(fresh)
+    assert all(torch.equal(expected[n], pruning.masks[n]) for n in expected)
+
+
+def test_kept_masks_are_saved_with_the_settings_that_made_them(saved_run, tmp_path):
+    saved, path = saved_run
+    kept = _quiet(sparsity=0.5, on_settings_change="keep")
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    with pytest.warns(UserWarning, match="keeping its masks"):
+        quiet_trainer(callbacks=[kept, checkpoint], enable_checkpointing=True, max_epochs=2).fit(
+            SmallNet("adam"), ckpt_path=path
+        )
+    again = _quiet(sparsity=0.9)  # the settings that really made the masks resume them
+    quiet_trainer(callbacks=[again], max_epochs=3).fit(SmallNet("adam"), ckpt_path=tmp_path / "last.ckpt")
+    assert all(torch.equal(saved[n], again.masks[n]) for n in saved)
+    with pytest.raises(MisconfigurationException, match="density"):
+        quiet_trainer(callbacks=[_quiet(sparsity=0.5)], max_epochs=3).fit(
+            SmallNet("adam"), ckpt_path=tmp_path / "last.ckpt"
+        )
+
+
 def test_settings_are_read_only_after_construction():
     pruning = _quiet(sparsity=0.9)
     with pytest.raises(AttributeError, match="fixed at construction"):

@@ -17,6 +17,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from typing_extensions import override
 
 from lightning_synflow.callback.state import SavedMasks, differences, pack_state, unpack_state
+from lightning_synflow.callback.thin import ResizeOnLoad, shrink_in_place
 from lightning_synflow.callback.upkeep import MaskUpkeep
 from lightning_synflow.pruning.bits import pack_mask, unpack_mask
 from lightning_synflow.pruning.inputs import ExampleInputError
@@ -78,6 +79,9 @@ class SynFlowPruning(Callback):
         on_settings_change: what to do when a resumed checkpoint's masks were made with settings of another
             meaning: ``error`` (default) stops with a message naming each difference; ``reprune`` prunes the
             checkpoint's weights again with the new settings; ``keep`` keeps the checkpoint's masks.
+        shrink: after pruning, replace the module's layers by thinner ones without the channels that carry no
+            flow (``lightning_synflow.shrink``), rebuild the optimizers and LR schedulers, and train the thin
+            network (single device only). Checkpoints hold the thin layers; resuming rebuilds them.
         verbose: print the per-layer sparsity table on rank 0 after pruning.
         progress: show a progress bar while scoring (rank 0 only); None follows the Trainer's
             ``enable_progress_bar``.
@@ -105,6 +109,7 @@ class SynFlowPruning(Callback):
     seed = _Fixed()
     score_batches = _Fixed()
     on_settings_change = _Fixed()
+    shrink = _Fixed()
     verbose = _Fixed()
     progress = _Fixed()
 
@@ -122,6 +127,7 @@ class SynFlowPruning(Callback):
         seed: Optional[int] = None,
         score_batches: int = 10,
         on_settings_change: SettingsChange = "error",
+        shrink: bool = False,
         verbose: bool = True,
         progress: Optional[bool] = None,
     ) -> None:
@@ -156,7 +162,7 @@ class SynFlowPruning(Callback):
                 "SynFlowPruning: `on_settings_change` must be one of ['error', 'reprune', 'keep'], "
                 f"got {on_settings_change!r}."
             )
-        for name, flag in (("verbose", verbose), ("progress", progress)):
+        for name, flag in (("shrink", shrink), ("verbose", verbose), ("progress", progress)):
             if not (isinstance(flag, bool) or (flag is None and name == "progress")):
                 raise MisconfigurationException(f"SynFlowPruning: `{name}` must be true or false, got {flag!r}.")
         self._arguments = {
@@ -171,19 +177,29 @@ class SynFlowPruning(Callback):
             "seed": seed,
             "score_batches": score_batches,
             "on_settings_change": on_settings_change,
+            "shrink": shrink,
             "verbose": verbose,
             "progress": progress,
         }
         self._settings = settings
         #: Boolean masks (True = kept) keyed by qualified parameter name, once pruned or restored.
         self.masks: Optional[dict[str, torch.Tensor]] = None
-        self._module: Optional[weakref.ref[LightningModule]] = None
+        #: The masks of every module this instance pruned or restored, and the settings that made them.
+        self._known: weakref.WeakKeyDictionary[LightningModule, tuple[dict[str, torch.Tensor], PruningSettings]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._made_with = settings
         self._saved: Optional[SavedMasks] = None
         self._upkeep: Optional[MaskUpkeep] = None
+        self._resize: Optional[ResizeOnLoad] = None
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickled into ddp_spawn workers: no weak reference, no optimizer hooks.
-        return {**self.__dict__, "_module": None, "_upkeep": None}
+        return {**self.__dict__, "_known": None, "_upkeep": None, "_resize": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._known = weakref.WeakKeyDictionary()
 
     @property
     def iterations(self) -> int:
@@ -212,16 +228,35 @@ class SynFlowPruning(Callback):
                 "'ddp_find_unused_parameters_true', ...) are known to keep the masks identical to the model's "
                 "weights on every process. Sharded, model-parallel, DeepSpeed and XLA strategies are refused."
             )
+        if self.shrink and type(trainer.strategy) is not SingleDeviceStrategy:
+            raise MisconfigurationException(
+                "SynFlowPruning(shrink=True) replaces the module's layers after the strategy has wrapped it, which "
+                "only single-device training allows; use shrink=False under DDP."
+            )
+        if self.shrink and stage == "fit" and self._resize is None:
+            # A resumed shrink=True run: the fresh module gets the checkpoint's thinner layers before they load.
+            self._resize = ResizeOnLoad(pl_module)
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         saved, self._saved = self._saved, None
+        resized = self._resize is not None and self._resize.resized
+        if self._resize is not None:
+            self._resize.remove()
+            self._resize = None
         if saved is not None:
             self._resume(trainer, pl_module, saved)
-        elif self.masks is None or self._pruned_module() is not pl_module:
-            # A new module (or this instance reused on another model) gets its own masks.
+        elif pl_module in self._known:
+            # Another fit of a module this instance already pruned: its own masks, never re-scored.
+            self.masks, self._made_with = self._known[pl_module]
+            resized = True  # and, with shrink=True, already as thin as it gets
+        else:
             self._prune(trainer, pl_module)
+        if self.shrink and not resized:
+            self._shrink(trainer, pl_module)
         self._attach(trainer, pl_module)
+        assert self.masks is not None
+        self._known[pl_module] = (self.masks, self._made_with)
 
     @override
     def on_after_backward(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -234,17 +269,19 @@ class SynFlowPruning(Callback):
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._saved = None  # a checkpoint read for this fit never reaches the next one
         self._detach()
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._saved = None
         self._detach()
 
     @override
     def state_dict(self) -> dict[str, Any]:
         if self.masks is None:
             return {}
-        return pack_state(self.masks, self._settings)
+        return pack_state(self.masks, self._made_with)
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -266,9 +303,6 @@ class SynFlowPruning(Callback):
 
     # -- pruning and resuming ------------------------------------------------------------------
 
-    def _pruned_module(self) -> Optional[LightningModule]:
-        return self._module() if self._module is not None else None
-
     def _resume(self, trainer: Trainer, pl_module: LightningModule, saved: SavedMasks) -> None:
         names_now = self._prunable_names(pl_module)
         changed = differences(saved, self._settings, names_now)
@@ -289,8 +323,7 @@ class SynFlowPruning(Callback):
                 f"SynFlowPruning: settings changed since the checkpoint ({sorted(changed)}); keeping its masks "
                 "(on_settings_change='keep')."
             )
-        self.masks = saved.masks
-        self._module = weakref.ref(pl_module)
+        self.masks, self._made_with = saved.masks, saved.settings
 
     def _prunable_names(self, pl_module: LightningModule) -> list[str]:
         try:
@@ -367,9 +400,34 @@ class SynFlowPruning(Callback):
         params = dict(pl_module.named_parameters())
         # The weights of every rank are masked by `_attach`, which `on_fit_start` calls right after this.
         self.masks = {name: unpack_mask(packed, params[name].shape) for name, packed in outcome.items()}
-        self._module = weakref.ref(pl_module)
+        self._made_with = self._settings
         if trainer.is_global_zero:
             self._report(trainer, seconds)
+
+    def _shrink(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        assert self.masks is not None
+        example = pl_module.example_input_array
+        if example is None and self.input_shape is not None:
+            example = torch.zeros(1, *self.input_shape)
+        if example is None:
+            raise MisconfigurationException(
+                "SynFlowPruning(shrink=True) follows the model's graph with an example input: set the "
+                "LightningModule's `example_input_array`, or pass `input_shape`."
+            )
+        try:
+            self.masks, metrics = shrink_in_place(trainer, pl_module, self.masks, example)
+        except ValueError as error:
+            raise MisconfigurationException(f"SynFlowPruning(shrink=True) cannot shrink this model: {error}") from error
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=trainer.global_step)
+                logger.save()
+            if self.verbose:
+                macs = metrics["pruning/macs_shrunk"] / max(metrics["pruning/macs_dense"], 1.0)
+                rank_zero_info(
+                    f"SynFlowPruning(shrink=True): {int(metrics['pruning/params_shrunk']):,} of "
+                    f"{int(metrics['pruning/params_dense']):,} parameters, {macs:.1%} of the dense MACs."
+                )
 
     def _input_source(self, pl_module: LightningModule) -> str:
         if pl_module.example_input_array is not None:
@@ -405,6 +463,9 @@ class SynFlowPruning(Callback):
         self._upkeep = upkeep
 
     def _detach(self) -> None:
+        if self._resize is not None:
+            self._resize.remove()
+            self._resize = None
         if self._upkeep is not None:
             self._upkeep.detach()
             self._upkeep = None

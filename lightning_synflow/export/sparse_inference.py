@@ -1,0 +1,350 @@
+"""Sparse CPU inference: a copy of a pruned model whose sparse layers multiply with CSR kernels.
+
+``torch.sparse`` CSR matrix products (MKL on x86 CPUs) skip the pruned weights, so their cost follows
+the kept weights instead of the dense shape. What each form costs was measured by
+``benchmarks/sparse_inference.py`` (figures in BENCHMARKS.md, "Compact files and sparse CPU inference"):
+
+- the fastest calls are ``torch.addmv(bias, W, x)`` for one example and ``torch.addmm(bias[:, None], W,
+  x.T).T`` for a batch, with 32-bit CSR indices (faster than 64-bit ones, which torch converts for MKL on every call);
+- a 4096x4096 layer pays on sparse kernels up to the density :data:`DEFAULT_MAX_DENSITY` (the crossover
+  measured at batch 1 and 16), so denser layers stay dense;
+- convolutions (im2col with ``F.unfold``, then a CSR product) pay only where unfolding the input costs
+  less than the dense convolution saves: on small feature maps with many channels, not on large ones at
+  batch 16. Whether they pay depends on the input size, so :func:`sparsify` makes a convolution sparse only
+  when given an ``example_input``, and then only if it measures it faster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from lightning_synflow.pruning.inputs import ExampleInput, call_model
+
+#: Default ``max_density`` of :func:`sparsify`: the crossover measured on a 4096x4096 layer by
+#: ``benchmarks/sparse_inference.py`` (one thread of a shared 2-core CPU): dense time / CSR time was 23.6x,
+#: 9.9x, 1.28x, 1.05x and 0.76x at densities 1%, 5%, 20%, 30% and 50% at batch 1, and still 1.6x at 50%
+#: at batch 16. 20% is the densest measured point where the sparse kernel paid clearly at both batch sizes
+#: (dense kernels gain more from extra threads, so the tie at 30% is no margin).
+DEFAULT_MAX_DENSITY = 0.2
+
+_SPARSE_DTYPES = (torch.float32, torch.float64)
+
+
+def alternated_times(
+    functions: Mapping[str, Callable[[], object]], *, repeats: int, warmup: int = 2
+) -> dict[str, list[float]]:
+    """Seconds per call of each function, measured in turns: one call of each per round, after warm-up.
+
+    Taking turns spreads the load changes of a shared machine over all the functions alike; compare the
+    medians.
+
+    Args:
+        functions: what to time, by name; each is called without arguments.
+        repeats: timed rounds.
+        warmup: untimed rounds first.
+
+    Returns:
+        ``repeats`` durations in seconds per name.
+    """
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for round_ in range(warmup + repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+@contextlib.contextmanager
+def _no_beta_warning() -> Iterator[None]:
+    """Silence torch's "Sparse CSR tensor support is in beta" warning: the kernels used here are covered by tests."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+        yield
+
+
+class _CSRWeight(nn.Module):
+    """A weight matrix held as CSR components (buffers), with the CSR tensor built once and cached.
+
+    The components are plain dense buffers so that the module deep-copies, pickles and moves with ``.to()``
+    (a CSR tensor can do none of these as a buffer); the cache is dropped whenever they are replaced.
+    """
+
+    def __init__(self, matrix: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        with _no_beta_warning():
+            csr = matrix.detach().to_sparse_csr()
+        # 32-bit indices go to MKL as they are; 64-bit ones are converted on every call.
+        index_dtype = torch.int32 if max(csr.values().numel(), *matrix.shape) < 2**31 else torch.int64
+        self.register_buffer("crow_indices", csr.crow_indices().to(index_dtype))
+        self.register_buffer("col_indices", csr.col_indices().to(index_dtype))
+        self.register_buffer("values", csr.values().clone())
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self.matrix_shape = tuple(matrix.shape)
+        self._cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def nnz(self) -> int:
+        """Number of stored (kept) weights."""
+        return self.values.numel()
+
+    @property
+    def density(self) -> float:
+        """Kept fraction of the weight matrix."""
+        return self.nnz / max(1, self.matrix_shape[0] * self.matrix_shape[1])
+
+    def _csr(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The CSR weight, the bias and the bias as a column, built on first use after any change of the buffers."""
+        if self._cache is None:
+            with _no_beta_warning():
+                matrix = torch.sparse_csr_tensor(
+                    self.crow_indices, self.col_indices, self.values, self.matrix_shape, check_invariants=False
+                )
+            # A zero bias keeps one code path; adding zeros changes no value.
+            bias = self.bias if self.bias is not None else self.values.new_zeros(self.matrix_shape[0])
+            self._cache = (matrix, bias, bias[:, None])
+        return self._cache
+
+    def _apply(self, *args: Any, **kwargs: Any) -> _CSRWeight:
+        self._cache = None
+        return super()._apply(*args, **kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"] = None
+        return state
+
+
+class SparseLinear(_CSRWeight):
+    """A ``nn.Linear`` whose weight is a CSR sparse matrix: for CPU inference only (no backward).
+
+    ``y = x W^T + b`` as ``torch.addmv`` for one example and ``torch.addmm(b[:, None], W, x^T)^T`` for a
+    batch. For a 2-D batch the output is that transposed product (column-major strides) rather than a copy:
+    a following sparse layer reads it without copying, and ``reshape``, elementwise ops and splitting
+    ``view`` calls work on it; a ``view`` that merges its dimensions needs ``.contiguous()`` first.
+
+    Args:
+        linear: the dense layer to convert (its zeros are left out).
+
+    Attributes:
+        in_features: input size.
+        out_features: output size.
+    """
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__(linear.weight, linear.bias)
+        self.in_features = linear.in_features
+        self.out_features = linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x W^T + b`` for ``x`` of shape ``[..., in_features]``."""
+        weight, bias, bias_column = self._cache if self._cache is not None else self._csr()
+        if x.dim() == 2:  # the common case first, with as little as possible around the kernel
+            if x.shape[0] == 1:
+                return torch.addmv(bias, weight, x[0]).unsqueeze(0)
+            return torch.addmm(bias_column, weight, x.T).T
+        rows = x.reshape(-1, self.in_features)
+        out = torch.addmv(bias, weight, rows[0]) if rows.shape[0] == 1 else torch.addmm(bias_column, weight, rows.T).T
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        """Sizes, kept weights and density, as in the module's repr."""
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, nnz={self.nnz}, "
+            f"density={self.density:.4f}, bias={self.bias is not None}"
+        )
+
+
+class SparseConv2d(_CSRWeight):
+    """A ``nn.Conv2d`` (``groups=1``, zero padding) as im2col and a CSR product: for CPU inference only.
+
+    Each example's unfolded input ``[in_channels * kh * kw, positions]`` is multiplied by the CSR weight
+    ``[out_channels, in_channels * kh * kw]`` straight into a contiguous output. It pays only where the
+    unfolding costs less than the dense convolution saves (see the module docstring).
+
+    Args:
+        conv: the dense layer to convert; see :func:`convertible_conv` for which ones qualify.
+
+    Attributes:
+        in_channels: input channels.
+        out_channels: output channels.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        padding = _conv_padding(conv)
+        if padding is None:
+            raise ValueError(f"SparseConv2d needs groups=1 and zero padding with a numeric size, got {conv}.")
+        super().__init__(conv.weight.reshape(conv.out_channels, -1), conv.bias)
+        self.in_channels = conv.in_channels
+        self.out_channels = conv.out_channels
+        self.kernel_size = tuple(conv.kernel_size)
+        self.stride = tuple(conv.stride)
+        self.padding = padding
+        self.dilation = tuple(conv.dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution of ``x`` shaped ``[batch, in_channels, height, width]`` (or without batch)."""
+        weight, _, bias_column = self._cache if self._cache is not None else self._csr()
+        batch = x if x.dim() == 4 else x.unsqueeze(0)
+        height, width = (
+            (size + 2 * pad - dil * (kernel - 1) - 1) // step + 1
+            for size, pad, dil, kernel, step in zip(
+                batch.shape[2:], self.padding, self.dilation, self.kernel_size, self.stride
+            )
+        )
+        columns = F.unfold(batch, self.kernel_size, self.dilation, self.padding, self.stride)
+        out = torch.empty(batch.shape[0], self.out_channels, height * width, dtype=columns.dtype)
+        for example, target in zip(columns, out):
+            torch.addmm(bias_column, weight, example, out=target)
+        out = out.view(batch.shape[0], self.out_channels, height, width)
+        return out if x.dim() == 4 else out[0]
+
+    def extra_repr(self) -> str:
+        """Sizes, convolution settings, kept weights and density, as in the module's repr."""
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, dilation={self.dilation}, nnz={self.nnz}, density={self.density:.4f}, "
+            f"bias={self.bias is not None}"
+        )
+
+
+def _conv_padding(conv: nn.Conv2d) -> tuple[int, int] | None:
+    """The numeric padding that ``F.unfold`` needs, or None where SparseConv2d cannot run the layer."""
+    if conv.groups != 1 or conv.padding_mode != "zeros":
+        return None
+    if conv.padding == "valid":
+        return (0, 0)
+    if conv.padding == "same":
+        reach = [dil * (kernel - 1) for dil, kernel in zip(conv.dilation, conv.kernel_size)]
+        if any(step != 1 for step in conv.stride) or any(size % 2 for size in reach):
+            return None
+        return (reach[0] // 2, reach[1] // 2)
+    return (int(conv.padding[0]), int(conv.padding[1]))
+
+
+def _is_plain(module: nn.Module, kind: type[nn.Module]) -> bool:
+    """``module`` is exactly ``kind`` (possibly parametrized), not a subclass whose owner may read its weight."""
+    base = type(module).__bases__[0] if parametrize.is_parametrized(module) else type(module)
+    return base is kind
+
+
+def _convertible(module: nn.Module, with_convs: bool) -> bool:
+    """A layer that a sparse form can replace (convolutions only when asked)."""
+    linear = _is_plain(module, nn.Linear)
+    conv = with_convs and _is_plain(module, nn.Conv2d) and _conv_padding(module) is not None  # type: ignore[arg-type]
+    return (linear or conv) and module.weight.device.type == "cpu" and module.weight.dtype in _SPARSE_DTYPES
+
+
+def _sparse_form(module: nn.Module) -> SparseLinear | SparseConv2d:
+    return SparseLinear(module) if isinstance(module, nn.Linear) else SparseConv2d(module)  # type: ignore[arg-type]
+
+
+def sparsify(
+    model: nn.Module,
+    masks: Mapping[str, torch.Tensor] | None = None,
+    *,
+    max_density: float = DEFAULT_MAX_DENSITY,
+    example_input: ExampleInput | None = None,
+    repeats: int = 5,
+) -> nn.Module:
+    """An inference copy of ``model`` whose sparse layers run on CSR kernels on the CPU.
+
+    The copy (``copy.deepcopy``, in eval mode, no parameter requiring gradients) replaces every plain
+    ``nn.Linear`` at most ``max_density`` dense by a :class:`SparseLinear`. Its outputs equal the dense
+    masked model's up to float rounding (relative error about 1e-6). The copy is for inference only: use it
+    under ``torch.inference_mode()`` or ``torch.no_grad()``; the sparse layers have no backward.
+
+    Convolutions stay dense unless ``example_input`` is given: an im2col sparse convolution pays only on
+    small feature maps with many channels, which depends on the input. With ``example_input``, the layers
+    at most ``max_density`` dense (``nn.Linear`` and ``nn.Conv2d`` with ``groups=1`` and zero padding) are
+    timed on the inputs they receive from it, dense against sparse, and each keeps the faster form.
+
+    Left dense: layers on other devices than the CPU or of other dtypes than float32/float64 (MKL has no
+    half-precision CSR kernel), subclasses of ``nn.Linear``/``nn.Conv2d`` (e.g. ``MultiheadAttention``'s
+    ``out_proj``, whose owner reads its weight directly), and 1-D/3-D convolutions.
+
+    Args:
+        model: the pruned model (it is not changed).
+        masks: boolean masks (True = kept) keyed by parameter name, applied to the copy first; None: the
+            weights' exact zeros are the pruned entries.
+        max_density: the densest layer made sparse (kept fraction of its weights, 0 to 1); the default
+            :data:`DEFAULT_MAX_DENSITY` is the measured crossover of a 4096x4096 layer.
+        example_input: a batch as the model takes it (tensor, tuple or dict), at the batch size it will
+            serve; when given, each candidate layer is timed dense against sparse on it.
+        repeats: timed calls per candidate layer and form when ``example_input`` is given.
+
+    Returns:
+        The inference copy.
+
+    Raises:
+        ValueError: ``max_density`` is outside [0, 1], or a mask does not fit the model.
+
+    Example::
+
+        fast = sparsify(pruned_model)
+        with torch.inference_mode():
+            logits = fast(batch)
+    """
+    if not 0.0 <= max_density <= 1.0:
+        raise ValueError(f"`max_density` must be in [0, 1], got {max_density!r}.")
+    from lightning_synflow.export.sparse_file import apply_masks
+
+    sparse = copy.deepcopy(model).eval().requires_grad_(False)
+    if masks is not None:
+        apply_masks(sparse, masks)
+    candidates = {
+        name: module
+        for name, module in sparse.named_modules()
+        if _convertible(module, with_convs=example_input is not None)
+        and torch.count_nonzero(module.weight).item() <= max_density * module.weight.numel()
+    }
+    if example_input is not None:
+        candidates = _faster_sparse(sparse, candidates, example_input, repeats)
+    if "" in candidates:  # the model is itself one layer
+        return _sparse_form(sparse)
+    for name, module in candidates.items():
+        parent_name, _, child = name.rpartition(".")
+        setattr(sparse.get_submodule(parent_name), child, _sparse_form(module))
+    return sparse
+
+
+def _faster_sparse(
+    model: nn.Module, candidates: dict[str, nn.Module], example_input: ExampleInput, repeats: int
+) -> dict[str, nn.Module]:
+    """The candidates whose sparse form ran faster than the dense one on their input from ``example_input``."""
+    inputs: dict[str, torch.Tensor] = {}
+
+    def keep_input(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+        def hook(_: nn.Module, args: tuple[Any, ...]) -> None:
+            inputs.setdefault(name, args[0])
+
+        return hook
+
+    handles = [module.register_forward_pre_hook(keep_input(name)) for name, module in candidates.items()]
+    try:
+        with torch.inference_mode():
+            call_model(model, example_input)
+    finally:
+        for handle in handles:
+            handle.remove()
+    faster: dict[str, nn.Module] = {}
+    with torch.inference_mode():
+        for name, x in inputs.items():
+            dense, sparse = candidates[name], _sparse_form(candidates[name])
+            times = alternated_times({"dense": partial(dense, x), "sparse": partial(sparse, x)}, repeats=repeats)
+            if statistics.median(times["sparse"]) < statistics.median(times["dense"]):
+                faster[name] = dense
+    return faster
