@@ -42,11 +42,19 @@ from lightning_synflow.models import MLP  # noqa: E402
 DENSITIES = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5]
 
 
-def medians(functions: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median milliseconds per call, in turns, under inference_mode."""
+def medians(functions: dict[str, Callable[[], object]], repeats: int, calls: int = 1) -> dict[str, float]:
+    """Median milliseconds per call, in turns, under inference_mode; each timing covers ``calls`` calls in a row."""
+
+    def several(function: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(calls):
+                function()
+
+        return run
+
     with torch.inference_mode():
-        times = alternated_times(functions, repeats=repeats, warmup=3)
-    return {name: 1e3 * statistics.median(values) for name, values in times.items()}
+        times = alternated_times({name: several(f) for name, f in functions.items()}, repeats=repeats, warmup=3)
+    return {name: 1e3 * statistics.median(values) / calls for name, values in times.items()}
 
 
 def sparse_linear(size: int, density: float) -> tuple[nn.Linear, SparseLinear]:
@@ -88,21 +96,29 @@ def raw_candidates(layer: nn.Linear, sparse: SparseLinear, x: torch.Tensor) -> d
     return calls
 
 
+def same_raw_call(sparse: SparseLinear, x: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """The call that ``sparse`` makes on a 2-D ``x``, on its own tensors, without the module around it."""
+    weight, bias, column = sparse._csr()
+    if x.shape[0] == 1:
+        return partial(torch.addmv, bias, weight, x[0])
+    return lambda: torch.addmm(column, weight, x.T).T.contiguous()
+
+
 def raw_calls(repeats: int) -> None:
     print("\n## 1. Raw calls, 4096x4096 layer at 1% density (ms, median; speedup over dense F.linear)")
-    print("The sparse forms are timed in turns among themselves (their matrices stay in cache, as in repeated")
-    print("inference of one model); the dense layer, which streams 64 MB from memory on every call, alone.")
+    print("The sparse forms are timed in turns among themselves, 10 calls in a row per timing (their matrices stay")
+    print("in cache, as in repeated inference); the dense layer, which streams 64 MB on every call, alone.")
     layer, sparse = sparse_linear(4096, 0.01)
     for batch in (1, 16):
         x = torch.randn(batch, 4096)
         dense = medians({"dense": partial(layer, x)}, repeats)["dense"]
-        times = medians(raw_candidates(layer, sparse, x), repeats)
+        times = medians(raw_candidates(layer, sparse, x), repeats, calls=10)
         print(f"batch {batch}: dense nn.Linear {dense:.3f} ms")
         for name, ms in sorted(times.items(), key=lambda item: item[1]):
             print(f"  {name:<40}{ms:>9.3f} ms {dense / ms:>8.1f}x")
-        # The module's own call on a contiguous batch: addmv at batch 1, addmm on x.T otherwise.
-        raw = times["addmv(b, W, x), int32" if batch == 1 else "addmm(b[:, None], W, x.T).T, int32"]
-        print(f"  SparseLinear / the same raw call: {times['SparseLinear module'] / raw:.3f}")
+        # What the module adds around its kernel: the same call on the module's own tensors, in turns of their own.
+        pair = medians({"module": partial(sparse, x), "raw": same_raw_call(sparse, x)}, repeats, calls=10)
+        print(f"  SparseLinear / the same raw call on its own tensors: {pair['module'] / pair['raw']:.3f}")
 
 
 def dense_over_sparse(dense: nn.Module, sparse: nn.Module, x: torch.Tensor, repeats: int) -> float:
@@ -174,7 +190,7 @@ def mlp(repeats: int, iterations: int) -> None:
         # Module against raw calls in turns of their own: the dense model's 64 MB would flush their caches.
         times |= {
             f"{name} alone": ms
-            for name, ms in medians({"sparse": partial(fast, x), "hand": partial(hand, x)}, repeats).items()
+            for name, ms in medians({"sparse": partial(fast, x), "hand": partial(hand, x)}, repeats, calls=10).items()
         }
         with torch.inference_mode():
             reference = dense(x)

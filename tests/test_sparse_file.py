@@ -110,6 +110,18 @@ def test_save_refuses_nonzero_pruned_entries_and_bad_masks(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_save_refuses_extra_state_that_is_not_a_tensor(tmp_path):
+    class WithExtra(nn.Linear):
+        def get_extra_state(self):
+            return {"note": "kept by a plugin"}
+
+        def set_extra_state(self, state):
+            pass
+
+    with pytest.raises(ValueError, match=r"'_extra_state' is a dict \(extra state\?\)"):
+        save_sparse(WithExtra(2, 2), {}, tmp_path / "f.safetensors")
+
+
 def write_sparse(tmp_path) -> tuple:
     model, masks = pruned(mlp([16, 12]), 0.3)
     path = tmp_path / "model.safetensors"

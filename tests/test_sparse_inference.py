@@ -40,6 +40,20 @@ def test_sparse_copy_computes_what_the_dense_masked_model_does(batch, context):
     assert relative_error(out, reference(x).detach()) <= 1e-4
 
 
+def test_sparse_layers_in_a_chain_hand_over_the_transposed_product_and_the_end_is_contiguous():
+    model, masks = masked_mlp()
+    fast = sparsify(model, masks)
+    assert [fast[i].transposed_output for i in (1, 3, 5)] == [True, True, False]
+    assert "transposed_output=True" in repr(fast[1]) and "transposed_output" not in repr(fast[5])
+    x = torch.randn(6, 64)
+    with torch.inference_mode():
+        assert not fast[1](x).is_contiguous() and fast[5](torch.randn(6, 128)).is_contiguous()
+        out = fast(x)
+    assert out.is_contiguous() and out.view(-1).shape == (60,)
+    alone = SparseLinear(model[1])
+    assert not alone.transposed_output and alone(x).is_contiguous()
+
+
 def test_without_masks_the_exact_zeros_are_pruned_and_the_model_is_untouched():
     model, masks = masked_mlp()
     apply_masks(model, masks)

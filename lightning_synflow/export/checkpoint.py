@@ -93,13 +93,11 @@ def load_pruned(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, tor
         The masks (True = kept), keyed by parameter name.
     """
     from lightning_synflow.callback.state import masks_from_checkpoint
+    from lightning_synflow.export.sparse_file import apply_masks
 
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     resize_to_state_dict(model, checkpoint["state_dict"])
     model.load_state_dict(checkpoint["state_dict"])
     masks = masks_from_checkpoint(path)
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, mask in masks.items():
-            params[name].mul_(mask.to(params[name].device))
+    apply_masks(model, masks)
     return masks

@@ -87,9 +87,9 @@ def save_sparse(model: nn.Module, masks: Mapping[str, torch.Tensor], path: str |
         path: the file to write (conventionally ``*.safetensors``).
 
     Raises:
-        ValueError: a mask names no ``state_dict`` entry, has another shape or is not boolean, or an entry
-            that a mask prunes is not 0 (call :func:`apply_masks` first), or two tied keys have different
-            masks.
+        ValueError: a mask names no ``state_dict`` entry, has another shape or is not boolean, an entry
+            that a mask prunes is not 0 (call :func:`apply_masks` first), two tied keys have different
+            masks, or the ``state_dict`` holds something else than tensors (a module's extra state).
 
     Example::
 
@@ -100,6 +100,12 @@ def save_sparse(model: nn.Module, masks: Mapping[str, torch.Tensor], path: str |
     from safetensors.torch import save_file
 
     state = model.state_dict()
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(
+                f"save_sparse: the state_dict entry {key!r} is a {type(value).__name__} (extra state?); a safetensors "
+                "file holds tensors only."
+            )
     _check_masks(masks, state, f"the state_dict keys of {type(model).__name__}")
     tied = _tied_keys(state)
     masks = _masks_by_primary(masks, tied)

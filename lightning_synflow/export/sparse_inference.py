@@ -5,13 +5,19 @@ the kept weights instead of the dense shape. What each form costs was measured b
 ``benchmarks/sparse_inference.py`` (figures in BENCHMARKS.md, "Compact files and sparse CPU inference"):
 
 - the fastest calls are ``torch.addmv(bias, W, x)`` for one example and ``torch.addmm(bias[:, None], W,
-  x.T).T`` for a batch, with 32-bit CSR indices (faster than 64-bit ones, which torch converts for MKL on every call);
-- a 4096x4096 layer pays on sparse kernels up to the density :data:`DEFAULT_MAX_DENSITY` (the crossover
-  measured at batch 1 and 16), so denser layers stay dense;
+  x.T).T`` for a batch, with 32-bit CSR indices (faster than 64-bit ones, which torch converts for MKL on
+  every call). The batch product comes out transposed: copying it back to the contiguous layout adds 20-30%
+  to the call at batch 16, and leaving it transposed costs the next dense layer more (4x on a 4096->10
+  ``nn.Linear`` at batch 16) and breaks ``view`` calls that merge dimensions, so only a chain of sparse
+  layers keeps it;
+- a 4096x4096 layer pays on sparse kernels up to about 30% density (:data:`DEFAULT_MAX_DENSITY`, the
+  crossover measured at batch 1 and 16), so denser layers stay dense;
 - convolutions (im2col with ``F.unfold``, then a CSR product) pay only where unfolding the input costs
-  less than the dense convolution saves: on small feature maps with many channels, not on large ones at
-  batch 16. Whether they pay depends on the input size, so :func:`sparsify` makes a convolution sparse only
-  when given an ``example_input``, and then only if it measures it faster.
+  less than the dense convolution saves: 3x3 VGG layers at 1% density ran 1.1-1.3x faster at 64 channels
+  on 32x32 maps and 4-12x at 512 channels on 2x2 to 4x4 maps, but at 5% the 64-channel layer already tied
+  and at 20% only the 256- and 512-channel ones still paid. Whether a convolution pays depends on its input
+  size, so :func:`sparsify` makes one sparse only when given an ``example_input``, and then only if it
+  measures it faster.
 """
 
 from __future__ import annotations
@@ -33,11 +39,11 @@ from torch.nn.utils import parametrize
 from lightning_synflow.pruning.inputs import ExampleInput, call_model
 
 #: Default ``max_density`` of :func:`sparsify`: the crossover measured on a 4096x4096 layer by
-#: ``benchmarks/sparse_inference.py`` (one thread of a shared 2-core CPU): dense time / CSR time was 23.6x,
-#: 9.9x, 1.28x, 1.05x and 0.76x at densities 1%, 5%, 20%, 30% and 50% at batch 1, and still 1.6x at 50%
-#: at batch 16. 20% is the densest measured point where the sparse kernel paid clearly at both batch sizes
-#: (dense kernels gain more from extra threads, so the tie at 30% is no margin).
-DEFAULT_MAX_DENSITY = 0.2
+#: ``benchmarks/sparse_inference.py`` (shared 2-core CPU; BENCHMARKS.md). Dense time / CSR time at batch 1
+#: was 12.5x, 3.1x, 1.6x, 1.18x, 0.68x at densities 1%, 10%, 20%, 30%, 50% on one thread and 17x, 4.6x,
+#: 2.7x, 1.84x, 1.16x on two; at batch 16 the sparse kernel still won at 50% (1.7x and 2.8x). 30% is the
+#: densest measured point where it paid in every run at both batch sizes.
+DEFAULT_MAX_DENSITY = 0.3
 
 _SPARSE_DTYPES = (torch.float32, torch.float64)
 
@@ -131,10 +137,11 @@ class _CSRWeight(nn.Module):
 class SparseLinear(_CSRWeight):
     """A ``nn.Linear`` whose weight is a CSR sparse matrix: for CPU inference only (no backward).
 
-    ``y = x W^T + b`` as ``torch.addmv`` for one example and ``torch.addmm(b[:, None], W, x^T)^T`` for a
-    batch. For a 2-D batch the output is that transposed product (column-major strides) rather than a copy:
-    a following sparse layer reads it without copying, and ``reshape``, elementwise ops and splitting
-    ``view`` calls work on it; a ``view`` that merges its dimensions needs ``.contiguous()`` first.
+    ``y = x W^T + b`` as ``torch.addmv(b, W, x)`` for one example and ``torch.addmm(b[:, None], W, x^T)^T``
+    for a batch. That product comes out transposed (column-major); it is copied to the usual contiguous
+    layout unless ``transposed_output`` is set, which :func:`sparsify` does where the output only goes
+    through elementwise modules (``nn.ReLU``, ...) into another :class:`SparseLinear` of the same
+    ``nn.Sequential``: that layer reads the transposed layout without any copy.
 
     Args:
         linear: the dense layer to convert (its zeros are left out).
@@ -142,12 +149,15 @@ class SparseLinear(_CSRWeight):
     Attributes:
         in_features: input size.
         out_features: output size.
+        transposed_output: return a batch's output as the transposed product (a view with column-major
+            strides) instead of a contiguous copy.
     """
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__(linear.weight, linear.bias)
         self.in_features = linear.in_features
         self.out_features = linear.out_features
+        self.transposed_output = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x W^T + b`` for ``x`` of shape ``[..., in_features]``."""
@@ -155,16 +165,18 @@ class SparseLinear(_CSRWeight):
         if x.dim() == 2:  # the common case first, with as little as possible around the kernel
             if x.shape[0] == 1:
                 return torch.addmv(bias, weight, x[0]).unsqueeze(0)
-            return torch.addmm(bias_column, weight, x.T).T
+            out = torch.addmm(bias_column, weight, x.T).T
+            return out if self.transposed_output else out.contiguous()
         rows = x.reshape(-1, self.in_features)
         out = torch.addmv(bias, weight, rows[0]) if rows.shape[0] == 1 else torch.addmm(bias_column, weight, rows.T).T
-        return out.reshape(*x.shape[:-1], self.out_features)
+        return out.reshape(*x.shape[:-1], self.out_features)  # a copy: contiguous
 
     def extra_repr(self) -> str:
         """Sizes, kept weights and density, as in the module's repr."""
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, nnz={self.nnz}, "
             f"density={self.density:.4f}, bias={self.bias is not None}"
+            + (", transposed_output=True" if self.transposed_output else "")
         )
 
 
@@ -249,7 +261,45 @@ def _convertible(module: nn.Module, with_convs: bool) -> bool:
 
 
 def _sparse_form(module: nn.Module) -> SparseLinear | SparseConv2d:
+    """The sparse replacement of a layer that :func:`_convertible` accepted."""
     return SparseLinear(module) if isinstance(module, nn.Linear) else SparseConv2d(module)  # type: ignore[arg-type]
+
+
+#: Modules that act entry by entry (any memory layout in, the same layout out).
+_ELEMENTWISE = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Hardtanh,
+    nn.Softplus,
+    nn.Dropout,
+    nn.Identity,
+)
+
+
+def _chain_transposed(model: nn.Module) -> None:
+    """Let a SparseLinear hand its transposed output to the next one where only elementwise modules lie between.
+
+    Only in plain ``nn.Sequential`` containers (or subclasses that keep its ``forward``), whose children run
+    one after the other.
+    """
+    for container in model.modules():
+        if not isinstance(container, nn.Sequential) or type(container).forward is not nn.Sequential.forward:
+            continue
+        children = list(container)
+        for index, child in enumerate(children):
+            if not isinstance(child, SparseLinear):
+                continue
+            following = index + 1
+            while following < len(children) and type(children[following]) in _ELEMENTWISE:
+                following += 1
+            child.transposed_output = following < len(children) and isinstance(children[following], SparseLinear)
 
 
 def sparsify(
@@ -265,7 +315,10 @@ def sparsify(
     The copy (``copy.deepcopy``, in eval mode, no parameter requiring gradients) replaces every plain
     ``nn.Linear`` at most ``max_density`` dense by a :class:`SparseLinear`. Its outputs equal the dense
     masked model's up to float rounding (relative error about 1e-6). The copy is for inference only: use it
-    under ``torch.inference_mode()`` or ``torch.no_grad()``; the sparse layers have no backward.
+    under ``torch.inference_mode()`` or ``torch.no_grad()``; the sparse layers have no backward. Where a
+    :class:`SparseLinear` feeds another one through elementwise modules only, inside an ``nn.Sequential``,
+    it hands over its transposed output without copying it (``transposed_output``); every other output has
+    the usual contiguous layout.
 
     Convolutions stay dense unless ``example_input`` is given: an im2col sparse convolution pays only on
     small feature maps with many channels, which depends on the input. With ``example_input``, the layers
@@ -311,20 +364,26 @@ def sparsify(
         if _convertible(module, with_convs=example_input is not None)
         and torch.count_nonzero(module.weight).item() <= max_density * module.weight.numel()
     }
+    replacements = {name: _sparse_form(module) for name, module in candidates.items()}
     if example_input is not None:
-        candidates = _faster_sparse(sparse, candidates, example_input, repeats)
-    if "" in candidates:  # the model is itself one layer
-        return _sparse_form(sparse)
-    for name, module in candidates.items():
+        replacements = _faster_sparse(sparse, candidates, replacements, example_input, repeats)
+    if "" in replacements:  # the model is itself one layer
+        return replacements[""]
+    for name, replacement in replacements.items():
         parent_name, _, child = name.rpartition(".")
-        setattr(sparse.get_submodule(parent_name), child, _sparse_form(module))
+        setattr(sparse.get_submodule(parent_name), child, replacement)
+    _chain_transposed(sparse)
     return sparse
 
 
 def _faster_sparse(
-    model: nn.Module, candidates: dict[str, nn.Module], example_input: ExampleInput, repeats: int
+    model: nn.Module,
+    candidates: dict[str, nn.Module],
+    replacements: dict[str, nn.Module],
+    example_input: ExampleInput,
+    repeats: int,
 ) -> dict[str, nn.Module]:
-    """The candidates whose sparse form ran faster than the dense one on their input from ``example_input``."""
+    """The replacements that ran faster than their dense layer on its input from ``example_input``."""
     inputs: dict[str, torch.Tensor] = {}
 
     def keep_input(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
@@ -343,8 +402,8 @@ def _faster_sparse(
     faster: dict[str, nn.Module] = {}
     with torch.inference_mode():
         for name, x in inputs.items():
-            dense, sparse = candidates[name], _sparse_form(candidates[name])
+            dense, sparse = candidates[name], replacements[name]
             times = alternated_times({"dense": partial(dense, x), "sparse": partial(sparse, x)}, repeats=repeats)
             if statistics.median(times["sparse"]) < statistics.median(times["dense"]):
-                faster[name] = dense
+                faster[name] = sparse
     return faster

@@ -108,8 +108,9 @@ def speed_report(
     Everything runs at ``example_input``'s batch size, on copies (``model`` is untouched): forward passes
     in eval mode under ``torch.inference_mode`` for the three variants, and a training step (forward and
     backward of the outputs' sum, in train mode) for the dense and the shrunk model (the sparse copy is
-    inference only). Times are medians of ``repeats`` rounds taken in turns after ``warmup`` rounds, so
-    load changes on a shared machine hit every variant alike. The files are written to a temporary
+    inference only; it is made with ``example_input``, so each candidate layer, convolutions included,
+    is sparse only where that timed faster). Times are medians of ``repeats`` rounds taken in turns after
+    ``warmup`` rounds, so load changes on a shared machine hit every variant alike. The files are written to a temporary
     directory: ``torch.save`` of the state_dict against :func:`save_sparse`.
 
     Args:
