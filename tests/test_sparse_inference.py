@@ -172,3 +172,19 @@ def test_alternated_times_times_each_function_in_turns():
     times = alternated_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
     assert calls == ["a", "b"] * 4
     assert [len(v) for v in times.values()] == [3, 3] and all(t >= 0 for v in times.values() for t in v)
+
+
+def test_forward_hooks_still_run_on_a_sparse_linear():
+    from lightning_synflow.export.sparse_inference import SparseLinear
+
+    layer = nn.Linear(8, 4)
+    with torch.no_grad():
+        layer.weight[:, ::2] = 0
+    sparse = SparseLinear(layer)
+    seen = []
+    handle = sparse.register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
+    x = torch.randn(1, 8)
+    assert torch.allclose(sparse(x), layer(x), atol=1e-6)
+    handle.remove()
+    sparse(x)
+    assert seen == [torch.Size([1, 4])]

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as _module
 from torch.nn.utils import parametrize
 
 from lightning_synflow.pruning.inputs import ExampleInput, call_model
@@ -159,12 +160,28 @@ class SparseLinear(_CSRWeight):
         self.out_features = linear.out_features
         self.transposed_output = False
 
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward`` without ``nn.Module``'s call machinery when no hook is set (about 5 us per call at batch 1)."""
+        if (
+            self._forward_hooks
+            or self._forward_pre_hooks
+            or self._backward_hooks
+            or self._backward_pre_hooks
+            or _module._global_forward_hooks
+            or _module._global_forward_pre_hooks
+            or _module._global_backward_hooks
+            or _module._global_backward_pre_hooks
+            or torch._C._get_tracing_state()
+        ):
+            return super().__call__(x)
+        return self.forward(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x W^T + b`` for ``x`` of shape ``[..., in_features]``."""
         weight, bias, bias_column = self._cache if self._cache is not None else self._csr()
         if x.dim() == 2:  # the common case first, with as little as possible around the kernel
             if x.shape[0] == 1:
-                return torch.addmv(bias, weight, x[0]).unsqueeze(0)
+                return torch.addmv(bias, weight, x.view(-1)).view(1, -1)
             out = torch.addmm(bias_column, weight, x.T).T
             return out if self.transposed_output else out.contiguous()
         rows = x.reshape(-1, self.in_features)
