@@ -10,11 +10,6 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from lightning_synflow.export.checkpoint import resize_to_state_dict
-from lightning_synflow.report import count_macs
-
-
-def _parameter_count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def shrink_in_place(
@@ -27,16 +22,15 @@ def shrink_in_place(
     """
     from lightning_synflow.export.shrink import apply_shrink, plan_shrink
 
-    dense = {"params": _parameter_count(pl_module), "macs": count_macs(pl_module, example_input)}
     plan = plan_shrink(pl_module, masks, example_input)
     masks = apply_shrink(pl_module, plan, masks)
     # configure_optimizers runs again over the new parameters (and builds the LR schedulers anew).
     trainer.strategy.setup_optimizers(trainer)
     metrics = {
-        "pruning/params_dense": float(dense["params"]),
-        "pruning/params_shrunk": float(_parameter_count(pl_module)),
-        "pruning/macs_dense": float(dense["macs"]),
-        "pruning/macs_shrunk": float(count_macs(pl_module, example_input)),
+        "pruning/params_dense": float(plan.dense_params),
+        "pruning/params_shrunk": float(plan.shrunk_params),
+        "pruning/macs_dense": float(plan.dense_macs or 0),
+        "pruning/macs_shrunk": float(plan.shrunk_macs or 0),
     }
     return masks, metrics
 

@@ -99,6 +99,7 @@ class MaskUpkeep:
 
     @torch.no_grad()
     def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        params, multipliers = self._masked_in(optimizer)
+        # The pre-step hook has just refreshed this optimizer's lists: no second look at its groups.
+        _, params, multipliers = self._stepped[optimizer]
         if params:
             torch._foreach_mul_(params, multipliers)

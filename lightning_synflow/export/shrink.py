@@ -69,6 +69,7 @@ from torch import Tensor, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torch.nn import functional as F
 
+from lightning_synflow.export.sparse_file import apply_masks
 from lightning_synflow.pruning.inputs import ones_batch
 
 __all__ = ["ShrinkPlan", "apply_shrink", "count_macs", "plan_shrink", "shrink"]
@@ -1418,10 +1419,7 @@ def shrink(
     copied = copy.deepcopy(model)
     checked = _check_masks(copied, masks) if masks is not None else None
     if checked:
-        params = dict(copied.named_parameters())
-        with torch.no_grad():
-            for name, mask in checked.items():
-                params[name].mul_(mask.to(device=params[name].device, dtype=params[name].dtype))
+        apply_masks(copied, checked)
     plan = plan_shrink(copied, checked, example_input, exclude=exclude)
     apply_shrink(copied, plan)
     return copied
