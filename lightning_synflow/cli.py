@@ -245,5 +245,5 @@ def main(args: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] == "export":
         return export_main(argv[1:])
-    cli_main(argv)
+    cli_main(args)  # None: LightningCLI reads sys.argv itself (and does not warn about receiving both)
     return 0
