@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from lightning_synflow import prune
+from lightning_synflow.pruning.loop import ScoringData, prune_with
 from lightning_synflow.pruning.schedule import exact_fraction, prune_count, schedule_densities
+from lightning_synflow.pruning.settings import PruningSettings
 
 from .helpers import convnet, mlp
 
@@ -279,3 +281,29 @@ def test_core_does_not_import_lightning():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+@pytest.mark.parametrize("method", ["synflow", "magnitude", "random"])
+def test_prune_with_starting_masks_prunes_further_without_reviving(method: str) -> None:
+    """Masks already in force stay pruned, count toward the exact target, and their weights are zeroed."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    data = ScoringData(torch.zeros(1, 8))
+    first = prune_with(copy.deepcopy(net), PruningSettings.create(sparsity=0.5, method=method), data)
+    second = prune_with(net, PruningSettings.create(sparsity=0.9, method=method, seed=1), data, masks=first)
+    assert sum(int(m.sum()) for m in second.values()) == 192 - int(0.9 * 192)
+    for name, param in net.named_parameters():
+        if name in second:
+            assert not (second[name] & ~first[name]).any()
+            assert (param.detach()[~second[name]] == 0).all()
+
+
+def test_prune_with_starting_masks_refuses_more_pruned_than_target() -> None:
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    before = {name: p.detach().clone() for name, p in net.named_parameters()}
+    masks = {"0.weight": torch.zeros(16, 8, dtype=torch.bool), "2.weight": torch.ones(4, 16, dtype=torch.bool)}
+    with pytest.raises(ValueError, match="already prune 128 of all prunable weights"):
+        prune_with(net, PruningSettings.create(sparsity=0.5), ScoringData(torch.zeros(1, 8)), masks=masks)
+    with pytest.raises(ValueError, match="one mask per prunable parameter"):
+        prune_with(net, PruningSettings.create(sparsity=0.5), ScoringData(torch.zeros(1, 8)), masks={})
+    assert all(torch.equal(before[name], p) for name, p in net.named_parameters())

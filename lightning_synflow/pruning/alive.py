@@ -30,17 +30,22 @@ class AliveSet:
 
     Args:
         params: the prunable tensors (their shapes and devices).
+        masks: masks already in force (True = kept), one per tensor; default all kept. They are copied.
     """
 
-    def __init__(self, params: Sequence[torch.Tensor]) -> None:
+    def __init__(self, params: Sequence[torch.Tensor], masks: Sequence[torch.Tensor] | None = None) -> None:
         # Row-major (contiguous) masks whatever the weights' memory format (channels_last included).
-        self.masks = [torch.ones(p.shape, dtype=torch.bool, device=p.device) for p in params]
-        self.pruned = [0] * len(params)
+        if masks is None:
+            self.masks = [torch.ones(p.shape, dtype=torch.bool, device=p.device) for p in params]
+        else:
+            self.masks = [m.to(device=p.device, dtype=torch.bool).contiguous().clone() for p, m in zip(params, masks)]
+        self.pruned = [m.numel() - int(torch.count_nonzero(m)) for m in self.masks]
         self._flat = [m.view(-1) for m in self.masks]
         self._index: list[torch.Tensor] | None = None
         self._view = self._flat
         self.hidden = [0] * len(params)
-        self._view_size = self._view_alive = sum(p.numel() for p in params)
+        self._view_size = sum(p.numel() for p in params)
+        self._view_alive = self._view_size - sum(self.pruned)
 
     @property
     def compacted(self) -> bool:

@@ -88,17 +88,20 @@ def _check_weights(prunable: dict[str, nn.Parameter]) -> None:
             raise ValueError(f"Parameter {name!r} holds NaN or infinite values; pruning needs finite weights.")
 
 
-def _check_zero_scores(method: str, names: Sequence[str], scores: Sequence[torch.Tensor]) -> None:
-    """Refuse scores that are all zero (any mask would be arbitrary); for SynFlow, warn when many are."""
-    zeros = [int((s == 0).sum()) for s in scores]
-    total = sum(s.numel() for s in scores)
+def _check_zero_scores(
+    method: str, names: Sequence[str], scores: Sequence[torch.Tensor], alive: Sequence[torch.Tensor]
+) -> None:
+    """Refuse alive scores that are all zero (any mask would be arbitrary); for SynFlow, warn when many are."""
+    zeros = [int(((s == 0) & a).sum()) for s, a in zip(scores, alive)]
+    sizes = [int(torch.count_nonzero(a)) for a in alive]
+    total = sum(sizes)
     if sum(zeros) == total:
         label, cause = ALL_ZERO_CAUSES[method]
         raise ValueError(f"Every {label} score is exactly zero, so no weight can be ranked above another: {cause}")
     fraction = sum(zeros) / total
     if method == "synflow" and fraction > ZERO_SCORE_WARNING_FRACTION:
-        worst = sorted(zip(names, zeros, scores), key=lambda item: -item[1] / item[2].numel())[:5]
-        layers = ", ".join(f"{name} ({count / s.numel():.0%})" for name, count, s in worst if count)
+        worst = sorted(zip(names, zeros, sizes), key=lambda item: -item[1] / max(item[2], 1))[:5]
+        layers = ", ".join(f"{name} ({count / size:.0%})" for name, count, size in worst if count)
         warnings.warn(
             f"{fraction:.1%} of the prunable weights have a SynFlow score of exactly zero, so the mask among them "
             f"is arbitrary (ties). Layers with most zero scores: {layers}. Typical causes: zero-initialized layers "
@@ -199,10 +202,56 @@ def prune_with(
     progress: bool = False,
     on_iteration: IterationHook | None = None,
     batches: Iterable[Batch] | None = None,
+    masks: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """:func:`prune` with validated settings (what ``SynFlowPruning`` calls); same results and errors."""
+    """:func:`prune` with validated settings (what ``SynFlowPruning`` calls); same results and errors.
+
+    Args:
+        model: the network, pruned in place.
+        settings: what decides the masks.
+        data: what the scorers read.
+        progress: show a progress bar over iterations.
+        on_iteration: see :func:`prune`.
+        batches: the batches SNIP and GraSP score on.
+        masks: masks already in force (True = kept), keyed like the result: their pruned entries are
+            zeroed, stay pruned and count toward the target (pruning further, e.g. a lottery round).
+    """
     prunable = _validate_inputs(model, settings, data, batches)
-    return _run(model, prunable, settings, data, progress, on_iteration)
+    start = None if masks is None else _starting_masks(prunable, settings, masks)
+    return _run(model, prunable, settings, data, progress, on_iteration, start)
+
+
+def _starting_masks(
+    prunable: dict[str, nn.Parameter], settings: PruningSettings, masks: dict[str, torch.Tensor]
+) -> list[torch.Tensor]:
+    """The masks to start from, in ``prunable``'s order, checked to fit and to prune no more than the target."""
+    if set(masks) != set(prunable):
+        raise ValueError(
+            f"`masks` must have one mask per prunable parameter; missing {sorted(set(prunable) - set(masks))}, "
+            f"unknown {sorted(set(masks) - set(prunable))}."
+        )
+    start = []
+    for name, param in prunable.items():
+        mask = masks[name]
+        if mask.dtype != torch.bool or tuple(mask.shape) != tuple(param.shape):
+            raise ValueError(
+                f"`masks[{name!r}]` must be a boolean tensor of shape {tuple(param.shape)}, "
+                f"got {mask.dtype} {tuple(mask.shape)}."
+            )
+        start.append(mask)
+    pruned = [m.numel() - int(torch.count_nonzero(m)) for m in start]
+    if settings.scope == "global":
+        groups = [("all prunable weights", sum(pruned), sum(p.numel() for p in prunable.values()))]
+    else:
+        groups = [(repr(name), n, p.numel()) for (name, p), n in zip(prunable.items(), pruned)]
+    for what, already, numel in groups:
+        target = prune_count(settings.density, numel)
+        if already > target:
+            raise ValueError(
+                f"`masks` already prune {already} of {what} ({numel} entries), more than the {target} that density "
+                f"{settings.density} prunes; pruned entries never revive, so give a lower density."
+            )
+    return start
 
 
 def score(
@@ -274,20 +323,26 @@ def _run(
     data: ScoringData,
     progress: bool,
     on_iteration: IterationHook | None,
+    start: list[torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     names = list(prunable)
     params = list(prunable.values())
     sizes = [p.numel() for p in params]
     total = sum(sizes)
-    alive = AliveSet(params)
+    alive = AliveSet(params, start)
     density, method = settings.density, settings.method
     final_count = prune_count(density, total)
-    if final_count == 0:
+    if final_count == sum(alive.pruned) and (settings.scope == "global" or start is None):
+        with torch.no_grad():
+            for param, mask in zip(params, alive.masks):
+                param.masked_fill_(~mask, 0)
         return dict(zip(names, alive.masks))
 
     workspace = ScoringWorkspace(model, prunable)
     completed = False
     try:
+        if start is not None:
+            workspace.zero({name: mask.view(-1) for name, mask in zip(names, alive.masks)})
         score = _scorer(workspace, settings, data, alive)
         steps = schedule_densities(density, settings.iterations, settings.schedule)
         for step, step_density in enumerate(_progress(steps, progress, method)):
@@ -295,7 +350,7 @@ def _run(
             if method != "synflow" and not all_finite(gathered):
                 raise ValueError(f"{method} produced NaN or infinite scores; check the model and inputs.")
             if step == 0 and method in ALL_ZERO_CAUSES:
-                _check_zero_scores(method, names, gathered)
+                _check_zero_scores(method, names, gathered, alive.view_masks())
             last = step == len(steps) - 1
             masks = alive.view_masks()
             if settings.scope == "global":
