@@ -62,8 +62,9 @@ def test_wandb_offline_receives_metrics_table_and_chart(tmp_path, monkeypatch):
     assert {"pruning/sparsity", "pruning/layers", "pruning/sparsity_per_layer"} <= keys
     assert {f"pruning/sparsity/{n}" for n in LAYERS} <= keys
     table = next(d["pruning/layers"] for d in logged if "pruning/layers" in d)
-    assert table.columns == ["layer", "shape", "numel", "kept", "sparsity"]
+    assert table.columns == ["layer", "shape", "numel", "kept", "sparsity", "macs", "macs_kept"]
     assert [row[0] for row in table.data] == LAYERS
+    assert all(row[5] == row[2] and row[6] == row[3] for row in table.data)  # vectors: one MAC per weight
     assert (tmp_path / "wandb").is_dir()
 
 

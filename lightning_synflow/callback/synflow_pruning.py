@@ -435,9 +435,21 @@ class SynFlowPruning(Callback):
         return "`input_shape`"
 
     def _report(self, trainer: Trainer, seconds: float) -> None:
+        from lightning_synflow.report import summary_metrics, weight_positions
+
         assert self.masks is not None
-        stats = layer_stats(self.masks)
-        metrics = {**sparsity_metrics(stats), "pruning/seconds": seconds}
+        pl_module = trainer.lightning_module
+        example = self._example_input(pl_module)
+        if example is None:  # snip/grasp/magnitude/random: FLOPs only if the module has an example input
+            example = pl_module.example_input_array
+        positions = None
+        if example is not None:
+            try:
+                positions = weight_positions(pl_module, example)
+            except Exception as error:  # the report must not fail a pruning that succeeded
+                rank_zero_warn(f"SynFlowPruning: `pruning/flops_kept` not measured, the forward pass failed: {error}")
+        stats = layer_stats(self.masks, positions)
+        metrics = {**sparsity_metrics(stats), **summary_metrics(stats), "pruning/seconds": seconds}
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
             if isinstance(logger, WandbLogger):

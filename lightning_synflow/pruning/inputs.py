@@ -1,7 +1,13 @@
-"""Batches shaped like Lightning's ``example_input_array``: build, move and feed them."""
+"""Batches shaped like Lightning's ``example_input_array``: build, move and feed them.
+
+SynFlow feeds an input of ones. For a model that takes token ids (an integer tensor, or a dict with
+``input_ids``) ones are meaningless ids, so the ones are fed one level up, as ``inputs_embeds`` of
+the embedding's width: the model's ``forward`` must accept ``inputs_embeds`` (Hugging Face models do).
+"""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
 
@@ -58,11 +64,87 @@ class ExampleInputError(ValueError):
         )
 
 
-def validate_example_input(example_input: Any) -> None:
-    """Check that ``example_input`` is a float tensor, a tuple/list or a dict of them.
+#: Key of the token ids in a dict example input (Hugging Face's name).
+TOKENS = "input_ids"
+#: Keyword argument through which the embedding-level ones are fed (Hugging Face's name).
+EMBEDS = "inputs_embeds"
+
+_WITHOUT_EMBEDS = (
+    "prune the layers after the embedding by giving a float input of the embedding's output shape to that part of "
+    "the model, or use method='magnitude' or 'random', which need no input"
+)
+
+
+def token_ids(example_input: Any) -> torch.Tensor | None:
+    """The token ids of ``example_input``: an integer tensor, or the ``input_ids`` entry of a dict; else None."""
+    if isinstance(example_input, torch.Tensor):
+        tokens = example_input
+    elif isinstance(example_input, Mapping) and EMBEDS not in example_input:
+        tokens = example_input.get(TOKENS)
+    else:
+        return None
+    if isinstance(tokens, torch.Tensor) and not torch.is_floating_point(tokens):
+        return tokens
+    return None
+
+
+def _accepts_embeds(model: nn.Module) -> bool:
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return EMBEDS in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+def embedding_width(model: nn.Module) -> int | None:
+    """Width of the input embedding: ``get_input_embeddings()`` of the model or of its first submodule that has it."""
+    for module in model.modules():
+        getter = getattr(module, "get_input_embeddings", None)
+        if not callable(getter):
+            continue
+        try:
+            embedding = getter()
+        except (NotImplementedError, AttributeError):
+            continue
+        width = getattr(embedding, "embedding_dim", None)
+        weight = getattr(embedding, "weight", None)
+        if width is None and isinstance(weight, torch.Tensor) and weight.dim() == 2:
+            width = weight.shape[1]
+        if isinstance(width, int):
+            return width
+    return None
+
+
+def _embeds_width(model: nn.Module) -> int:
+    """The width of ``inputs_embeds`` for ``model``; a TypeError saying what to do if it takes none."""
+    if not _accepts_embeds(model):
+        raise TypeError(
+            f"`example_input` holds token ids (an integer tensor or `{TOKENS}`), and SynFlow feeds ones at the "
+            f"embedding level as `{EMBEDS}`, but {type(model).__name__}.forward has no `{EMBEDS}` argument. Give "
+            f"forward an `{EMBEDS}` argument passed on to the model (Hugging Face models have one), or "
+            + _WITHOUT_EMBEDS
+            + "."
+        )
+    width = embedding_width(model)
+    if width is None:
+        raise TypeError(
+            f"`example_input` holds token ids, but the width of `{EMBEDS}` is unknown: {type(model).__name__} (and "
+            f"its submodules) has no get_input_embeddings(). Give `example_input={{'{EMBEDS}': torch.zeros(1, "
+            "seq_len, hidden)}` instead (a float tensor of the embedding's output shape)."
+        )
+    return width
+
+
+def validate_example_input(example_input: Any, model: nn.Module | None = None) -> None:
+    """Check that ``example_input`` is a tensor, a tuple/list or a dict of them, usable by SynFlow.
+
+    Integer tensors are accepted only as token ids (an integer tensor, or a dict with ``input_ids``
+    and possibly other integer entries such as ``attention_mask``); with ``model`` given, its
+    ``forward`` must then accept ``inputs_embeds`` (checked again when the input is built).
 
     Raises:
-        TypeError: not a tensor/tuple/list/dict, holds no tensor, or holds integer tensors.
+        TypeError: not a tensor/tuple/list/dict, holds no tensor, holds integer tensors that are not
+            token ids, or the model cannot take ``inputs_embeds``.
     """
     if not isinstance(example_input, (torch.Tensor, Mapping, list, tuple)):
         raise TypeError(
@@ -74,30 +156,62 @@ def validate_example_input(example_input: Any) -> None:
         raise TypeError(
             "`example_input` holds no tensor; give a tensor shaped like a batch, e.g. torch.zeros(1, 3, 32, 32)."
         )
+    tokens = token_ids(example_input)
     for tensor in tensors:
-        if not torch.is_floating_point(tensor):
+        if tokens is None and not torch.is_floating_point(tensor):
             raise TypeError(
                 f"`example_input` holds a {tensor.dtype} tensor (token ids or labels?). SynFlow feeds an all-ones "
-                "input, which is meaningless for integer ids: prune the layers after the embedding by giving a "
-                "float input of the embedding's output shape to that part of the model, or use "
-                "method='magnitude' or 'random', which need no input."
+                f"input, which is meaningless for integer ids: give token ids as a dict with `{TOKENS}` (or one "
+                f"integer tensor) to a model whose forward accepts `{EMBEDS}`, " + _WITHOUT_EMBEDS + "."
             )
         if tensor.dim() == 0:
             raise TypeError("`example_input` tensors need a leading batch dimension, e.g. torch.zeros(1, 64).")
+    if tokens is not None and model is not None:
+        _embeds_width(model)
 
 
 def ones_batch(example_input: ExampleInput, dtype: torch.dtype, device: torch.device) -> ExampleInput:
-    """All-ones input with batch size 1 and the example's per-example shape."""
-    return map_tensors(example_input, lambda t: torch.ones((1, *t.shape[1:]), dtype=dtype, device=device))
+    """All-ones input with batch size 1 and the example's per-example shape.
+
+    Floating-point tensors become ``dtype``; integer and boolean ones keep their dtype.
+    """
+
+    def ones(tensor: torch.Tensor) -> torch.Tensor:
+        kind = dtype if torch.is_floating_point(tensor) else tensor.dtype
+        return torch.ones((1, *tensor.shape[1:]), dtype=kind, device=device)
+
+    return map_tensors(example_input, ones)
+
+
+def synflow_batch(model: nn.Module, example_input: ExampleInput, dtype: torch.dtype, device: torch.device) -> Any:
+    """The all-ones batch (batch size 1) that SynFlow feeds ``model`` for ``example_input``.
+
+    Token ids (an integer tensor, or a dict's ``input_ids``) become ``inputs_embeds`` of ones, shaped
+    ``(1, *ids.shape[1:], width)`` with the width of the model's input embedding; the dict's other
+    entries stay (ones, integer ones for integer entries such as ``attention_mask``). Anything
+    else is :func:`ones_batch`.
+
+    Raises:
+        TypeError: token ids, but the model's forward takes no ``inputs_embeds`` or its width is unknown.
+    """
+    tokens = token_ids(example_input)
+    if tokens is None:
+        return ones_batch(example_input, dtype, device)
+    embeds = torch.ones((1, *tokens.shape[1:], _embeds_width(model)), dtype=dtype, device=device)
+    if not isinstance(example_input, Mapping):
+        return {EMBEDS: embeds}
+    rest = ones_batch({key: value for key, value in example_input.items() if key != TOKENS}, dtype, device)
+    return {EMBEDS: embeds, **rest}
 
 
 def call_on_ones(model: nn.Module, example_input: ExampleInput, dtype: torch.dtype, device: torch.device) -> Any:
-    """Run ``model`` on the all-ones batch (batch size 1) shaped like ``example_input``.
+    """Run ``model`` on :func:`synflow_batch` (batch size 1) shaped like ``example_input``.
 
     Raises:
         ExampleInputError: the forward pass failed (it chains the model's error).
+        TypeError: token ids for a model that cannot take ``inputs_embeds``.
     """
-    inputs = ones_batch(example_input, dtype, device)
+    inputs = synflow_batch(model, example_input, dtype, device)
     try:
         return call_model(model, inputs)
     except torch.OutOfMemoryError:
@@ -128,7 +242,13 @@ def call_model(model: nn.Module, inputs: ExampleInput) -> Any:
 
 
 def output_sum(output: Any) -> torch.Tensor:
-    """Sum of every floating-point tensor in a model output (tensor, tuple, dict, ...)."""
+    """Sum of a model output: of its ``logits`` for a dict-like output that has them, else of every float tensor.
+
+    Hugging Face models return a dict-like output whose ``logits`` are the prediction; its other
+    entries (cached keys and values, hidden states, attentions) are not summed.
+    """
+    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
+        output = output["logits"]
     tensors = [t for t in _iter_tensors(output) if torch.is_floating_point(t)]
     if not tensors:
         raise TypeError("The model returned no floating-point tensor, so SynFlow has no output to sum.")

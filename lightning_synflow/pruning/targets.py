@@ -13,8 +13,19 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
-#: Module types whose ``weight`` is prunable by default.
-DEFAULT_PRUNABLE_MODULES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: Module types whose ``weight`` is prunable by default (Hugging Face's ``Conv1D`` too, see :func:`is_hf_conv1d`).
+DEFAULT_PRUNABLE_MODULES: tuple[type[nn.Module], ...] = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+
+#: ``nn.MultiheadAttention`` parameters prunable by default (whichever it has; its ``out_proj`` is a Linear).
+ATTENTION_WEIGHTS: tuple[str, ...] = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
 
 #: Why a parametrization's inputs cannot be pruned by masking them.
 _WHY_NOT_MASKED = (
@@ -32,7 +43,7 @@ class Reparametrized:
         kind: what computes it, e.g. ``"_WeightNorm via torch.nn.utils.parametrize"``.
         undo: the call that removes it.
         inputs: ids of the parameters it is computed from.
-        default_type: whether the layer is of a type pruned by default (Linear/Conv).
+        default_type: whether the tensor is one the default selection would take (see :func:`default_weight_names`).
     """
 
     weight: str
@@ -58,7 +69,7 @@ def reparametrized_weights(model: nn.Module) -> list[Reparametrized]:
     for module_name, module in model.named_modules():
         prefix = f"{module_name}." if module_name else ""
         layer = f"model.get_submodule({module_name!r})" if module_name else "model"
-        default_type = isinstance(module, DEFAULT_PRUNABLE_MODULES)
+        default_names = default_weight_names(module)
         if parametrize.is_parametrized(module):
             for tensor_name, chain in module.parametrizations.items():
                 found.append(
@@ -67,7 +78,7 @@ def reparametrized_weights(model: nn.Module) -> list[Reparametrized]:
                         kind=f"{', '.join(type(p).__name__ for p in chain)} via torch.nn.utils.parametrize",
                         undo=f"torch.nn.utils.parametrize.remove_parametrizations({layer}, {tensor_name!r})",
                         inputs=frozenset(id(p) for p in chain.parameters()),
-                        default_type=default_type and tensor_name == "weight",
+                        default_type=tensor_name in default_names,
                     )
                 )
         own = dict(module.named_parameters(recurse=False))
@@ -82,20 +93,41 @@ def reparametrized_weights(model: nn.Module) -> list[Reparametrized]:
                         kind=f"{type(hook).__name__} forward pre-hook",
                         undo=f"torch.nn.utils.{remove}({layer}, {hook.name!r})",
                         inputs=frozenset(id(own[hook.name + s]) for s in suffixes if hook.name + s in own),
-                        default_type=default_type and hook.name == "weight",
+                        default_type=hook.name in default_names,
                     )
                 )
     return found
 
 
+def is_hf_conv1d(module: nn.Module) -> bool:
+    """Whether ``module`` is Hugging Face's ``Conv1D`` (GPT-2's linear layer, weight ``(in, out)``).
+
+    Recognised by class name and module path (``transformers.*``), so transformers is never imported.
+    """
+    return any(c.__name__ == "Conv1D" and c.__module__.startswith("transformers.") for c in type(module).__mro__)
+
+
+def default_weight_names(module: nn.Module) -> tuple[str, ...]:
+    """Names of ``module``'s own parameter attributes that the default selection takes.
+
+    ``weight`` of Linear, Conv1d/2d/3d, ConvTranspose1d/2d/3d and Hugging Face ``Conv1D``; the input
+    projections of ``nn.MultiheadAttention`` (:data:`ATTENTION_WEIGHTS`); nothing for any other module.
+    """
+    if isinstance(module, DEFAULT_PRUNABLE_MODULES) or is_hf_conv1d(module):
+        return ("weight",)
+    if isinstance(module, nn.MultiheadAttention):
+        return ATTENTION_WEIGHTS
+    return ()
+
+
 def _default_prunable(model: nn.Module) -> set[int]:
-    """Ids of the parameters that some Linear/Conv module uses as its ``weight``."""
+    """Ids of the parameters that some module uses as a weight of :func:`default_weight_names`."""
     ids = set()
     for module in model.modules():
-        if isinstance(module, DEFAULT_PRUNABLE_MODULES):
-            weight = dict(module.named_parameters(recurse=False)).get("weight")
-            if weight is not None:
-                ids.add(id(weight))
+        names = default_weight_names(module)
+        if names:
+            own = dict(module.named_parameters(recurse=False))
+            ids.update(id(own[name]) for name in names if own.get(name) is not None)
     return ids
 
 
@@ -120,9 +152,14 @@ def select_prunable(
 ) -> dict[str, nn.Parameter]:
     """Select the prunable parameters of ``model`` by module type and name patterns.
 
+    The default selection: the ``weight`` of every ``Linear``, ``Conv1d/2d/3d``,
+    ``ConvTranspose1d/2d/3d`` and Hugging Face ``Conv1D`` (GPT-2's layers), and the input projection
+    of every ``nn.MultiheadAttention`` (``in_proj_weight``, or ``q/k/v_proj_weight``; its
+    ``out_proj`` is a Linear). Never biases, normalization layers or embeddings.
+
     Tied weights (one tensor under several names, e.g. ``head.weight = emb.weight``): the tensor is
-    prunable by default when any module that uses it as its ``weight`` is a Linear/Conv module,
-    even if its first user is not (an ``Embedding``). It is selected once, under its first
+    prunable by default when any module that uses it is of a type above, even if its first user is
+    not (an ``Embedding``). It is selected once, under its first
     qualified name in ``named_parameters()`` order (``emb.weight``), scored once with the gradient
     of every use, and, being one tensor, stays masked wherever it is used. ``parameters`` and
     ``exclude`` patterns may match any of its names.
@@ -131,7 +168,7 @@ def select_prunable(
     parametrizations; and the old ``torch.nn.utils.weight_norm`` / ``spectral_norm`` hooks) cannot
     be pruned by masking: masking a parametrization's input does not mask the weight the layer
     computes from it (weight_norm even divides 0 by 0 on a pruned row). Selecting such an input is
-    refused with a ``ValueError``; the default selection leaves parametrized Linear/Conv layers out
+    refused with a ``ValueError``; the default selection leaves parametrized layers out
     with a ``UserWarning`` naming them, unless ``exclude`` matches one of their parameters. Remove
     the parametrization before pruning (``torch.nn.utils.parametrize.remove_parametrizations``) to
     prune such a layer.
@@ -139,8 +176,7 @@ def select_prunable(
     Args:
         model: the network.
         parameters: glob patterns over parameter names (every name of a tied tensor, as
-            ``named_parameters(remove_duplicate=False)`` gives them); ``None`` selects the
-            ``weight`` of every ``Linear`` and ``Conv1d/2d/3d`` module.
+            ``named_parameters(remove_duplicate=False)`` gives them); ``None``: the default selection.
         exclude: glob patterns removed from the selection (a tied tensor goes if any name matches).
 
     Returns:
@@ -189,8 +225,8 @@ def select_prunable(
     if not selected:
         left_out = f" Parametrized layers left out: {described}." if skipped else ""
         raise ValueError(
-            "Nothing to prune: the model has no Linear/Conv weight, or `parameters`/`exclude` removed them all."
-            + left_out
+            "Nothing to prune: the model has no Linear/Conv/ConvTranspose/MultiheadAttention weight, or "
+            "`parameters`/`exclude` removed them all." + left_out
         )
     result = {name: param for tensor, (name, param) in first.items() if tensor in selected}
     for name, param in result.items():
