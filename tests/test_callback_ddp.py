@@ -1,5 +1,6 @@
 """DDP with 2 CPU processes: identical masks (rank 0 authoritative) and identical weights on both ranks."""
 
+import pytest
 import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -30,12 +31,15 @@ class DumpPerRank(Callback):
         )
 
 
-def test_ddp_spawn_masks_and_weights_identical_on_both_ranks(tmp_path):
-    pruning = SynFlowPruning(sparsity=0.8, method="random", progress=False, verbose=False)
+@pytest.mark.parametrize(
+    "rounds", [{}, {"prune_epoch": 1, "levels": 2}], ids=["fit_start", "lottery"]
+)  # lottery: rank 0's masks at every round, and every rank rewinds to the same fit-start state
+def test_ddp_spawn_masks_and_weights_identical_on_both_ranks(tmp_path, rounds):
+    pruning = SynFlowPruning(sparsity=0.8, method="random", progress=False, verbose=False, **rounds)
     trainer = quiet_trainer(
         strategy="ddp_spawn",
         devices=2,
-        max_epochs=2,
+        max_epochs=3 if rounds else 2,
         callbacks=[DivergeRandomness(), pruning, DumpPerRank(pruning, tmp_path), ModelCheckpoint(dirpath=tmp_path)],
         enable_checkpointing=True,
     )

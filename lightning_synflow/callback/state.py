@@ -1,19 +1,20 @@
-"""Checkpoint state of ``SynFlowPruning``: packed masks and the settings that made them, compared by meaning."""
+"""Checkpoint state of ``SynFlowPruning``: masks, settings compared by meaning, schedule progress, rewind point."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import torch
 
+from lightning_synflow.callback.rounds import RewindPoint, RoundSchedule
 from lightning_synflow.pruning.bits import pack_mask, unpack_mask
 from lightning_synflow.pruning.settings import PruningSettings
 
-#: Version of the checkpoint layout written by :func:`pack_state`.
-STATE_VERSION = 2
+#: Version of the checkpoint layout written by :func:`pack_state` (3: schedule progress and rewind point).
+STATE_VERSION = 3
 
 #: The settings written by the first release (version 1), spelled as the user gave them.
 _LEGACY_KEYS = ("sparsity", "compression", "method", "iterations", "schedule", "scope", "parameters", "exclude")
@@ -21,57 +22,101 @@ _LEGACY_KEYS = ("sparsity", "compression", "method", "iterations", "schedule", "
 
 @dataclass
 class SavedMasks:
-    """Masks read from a checkpoint.
+    """Masks and schedule progress, as read from a checkpoint or remembered between fits.
 
     Attributes:
-        masks: boolean CPU masks (True = kept) keyed by qualified parameter name.
+        masks: boolean CPU masks (True = kept) keyed by qualified parameter name; None before the first round.
         settings: the settings that made them.
+        schedule: the ``prune_epoch``/``levels`` schedule they follow (checkpoints before version 3: fit start).
+        done: number of rounds already run.
+        rewind: the fit-start state lottery rounds rewind to, while rounds remain.
     """
 
-    masks: dict[str, torch.Tensor]
+    masks: Optional[dict[str, torch.Tensor]]
     settings: PruningSettings
+    schedule: RoundSchedule = field(default_factory=RoundSchedule)
+    done: int = 1
+    rewind: Optional[RewindPoint] = None
 
 
-def pack_state(masks: dict[str, torch.Tensor], settings: PruningSettings) -> dict[str, Any]:
-    """Checkpoint state: 1 bit per weight, and plain values only, so ``torch.load(weights_only=True)`` reads it."""
-    return {
+def pack_state(
+    masks: Optional[dict[str, torch.Tensor]],
+    settings: PruningSettings,
+    schedule: Optional[RoundSchedule] = None,
+    done: int = 1,
+    rewind: Optional[RewindPoint] = None,
+) -> dict[str, Any]:
+    """Checkpoint state: 1 bit per weight, and plain values only, so ``torch.load(weights_only=True)`` reads it.
+
+    The rewind point (a CPU copy of the module's ``state_dict`` plus the optimizers' and LR schedulers'
+    fit-start state dicts) is written only when given, i.e. while lottery rounds remain. ``schedule``
+    defaults to pruning once at fit start.
+    """
+    schedule = schedule if schedule is not None else RoundSchedule()
+    state: dict[str, Any] = {
         "version": STATE_VERSION,
-        "masks": {name: pack_mask(mask) for name, mask in masks.items()},
-        "shapes": {name: list(mask.shape) for name, mask in masks.items()},
         "settings": settings.to_dict(),
+        "schedule": {"prune_epoch": schedule.prune_epoch, "levels": schedule.levels, "done": done},
     }
+    if masks is not None:
+        state["masks"] = {name: pack_mask(mask) for name, mask in masks.items()}
+        state["shapes"] = {name: list(mask.shape) for name, mask in masks.items()}
+    if rewind is not None:
+        state["rewind"] = {
+            "module": rewind.module,
+            "optimizers": rewind.optimizers,
+            "lr_schedulers": rewind.lr_schedulers,
+        }
+    return state
 
 
 def unpack_state(state: dict[str, Any]) -> SavedMasks:
-    """Read :func:`pack_state`'s output (or the first release's), wherever ``map_location`` put its tensors.
+    """Read :func:`pack_state`'s output (or an earlier release's), wherever ``map_location`` put its tensors.
 
     Raises:
-        ValueError: the state is not one this package wrote.
+        ValueError: the state is not one this package wrote, or a newer version's.
     """
+    version = state.get("version", 1)
+    if not isinstance(version, int) or version > STATE_VERSION:
+        raise ValueError(
+            f"the checkpoint's SynFlowPruning state has version {version!r}; this release reads versions 1 to "
+            f"{STATE_VERSION}: upgrade lightning-synflow"
+        )
     try:
-        masks = {name: unpack_mask(packed, state["shapes"][name]) for name, packed in state["masks"].items()}
+        masks = None
+        if "masks" in state or version < 3:
+            masks = {name: unpack_mask(packed, state["shapes"][name]) for name, packed in state["masks"].items()}
         values = state["settings"]
-        if state.get("version", 1) == 1:
+        if version == 1:
             settings = PruningSettings.create(**{key: values.get(key) for key in _LEGACY_KEYS if key in values})
         else:
             settings = PruningSettings.from_dict(values)
+        if version < 3:
+            return SavedMasks(masks, settings)
+        progress = state["schedule"]
+        schedule = RoundSchedule.create(progress["prune_epoch"], progress["levels"])
+        rewind = RewindPoint(**state["rewind"]) if "rewind" in state else None
+        return SavedMasks(masks, settings, schedule, int(progress["done"]), rewind)
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"the checkpoint's SynFlowPruning state is not readable ({error!r})") from error
-    return SavedMasks(masks, settings)
 
 
-def differences(saved: SavedMasks, settings: PruningSettings, names_now: Sequence[str]) -> dict[str, tuple[str, str]]:
+def differences(
+    saved: SavedMasks, settings: PruningSettings, names_now: Sequence[str], schedule: Optional[RoundSchedule] = None
+) -> dict[str, tuple[str, str]]:
     """What differs in meaning between the checkpoint's settings and today's: name -> (checkpoint, now).
 
     The parameter selection is compared by the parameters it selects on today's model, not by how its
-    patterns are spelled; the seed only matters to the ``random`` method.
+    patterns are spelled; the seed only matters to the ``random`` method; ``prune_epoch`` and ``levels``
+    are compared with ``schedule`` (default: pruning once at fit start).
     """
     ignore = ["parameters", "exclude"]
     if saved.settings.method != "random" or settings.method != "random":
         ignore.append("seed")
     found = saved.settings.differences(settings, ignore=ignore)
-    saved_names, now = list(saved.masks), list(names_now)
-    if saved_names != now:
+    found.update(saved.schedule.differences(schedule if schedule is not None else RoundSchedule()))
+    saved_names, now = list(saved.masks or {}), list(names_now)
+    if saved.masks is not None and saved_names != now:
         gone = [n for n in saved_names if n not in now]
         new = [n for n in now if n not in saved_names]
         found["prunable parameters"] = (
@@ -94,7 +139,8 @@ def masks_from_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tenso
         Boolean CPU masks (True = kept) keyed by qualified parameter name.
 
     Raises:
-        ValueError: the checkpoint holds no SynFlowPruning masks.
+        ValueError: the checkpoint holds no SynFlowPruning masks (none, or saved before the first round of
+            ``prune_epoch``).
     """
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     states = [
@@ -104,4 +150,9 @@ def masks_from_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tenso
     ]
     if not states:
         raise ValueError(f"{os.fspath(path)!r} holds no SynFlowPruning masks (was the callback in the Trainer?)")
-    return unpack_state(states[0]).masks
+    masks = unpack_state(states[0]).masks
+    if masks is None:
+        raise ValueError(
+            f"{os.fspath(path)!r} was saved before SynFlowPruning's first round (`prune_epoch`): no masks yet"
+        )
+    return masks

@@ -1,10 +1,11 @@
-"""``SynFlowPruning``: prune a LightningModule at fit start and keep it sparse through training."""
+"""``SynFlowPruning``: prune a LightningModule (at fit start, or in rounds) and keep it sparse through training."""
 
 from __future__ import annotations
 
 import time
 import weakref
 from collections.abc import Iterator
+from dataclasses import replace
 from itertools import islice
 from typing import Any, Literal, Optional
 
@@ -16,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from typing_extensions import override
 
+from lightning_synflow.callback.rounds import RewindPoint, RoundSchedule
 from lightning_synflow.callback.state import SavedMasks, differences, pack_state, unpack_state
 from lightning_synflow.callback.thin import ResizeOnLoad, shrink_in_place
 from lightning_synflow.callback.upkeep import MaskUpkeep
@@ -60,6 +62,20 @@ class SynFlowPruning(Callback):
     ``state_dict`` is unchanged. Resuming restores them when the settings mean the same
     (``sparsity=0.9`` is ``compression=10``); see ``on_settings_change`` otherwise.
 
+    **When to prune.** ``prune_epoch=k`` trains dense for k epochs and prunes the trained weights at the
+    start of epoch k (the reference's ``--pre-epochs``); no rewinding, and the optimizer state of pruned
+    entries is zeroed. ``levels=L`` (with ``prune_epoch=k >= 1``) runs lottery-ticket rounds, the
+    reference's multishot: at the start of epochs k, 2k, ..., Lk the weights trained since the last rewind
+    are pruned to density ``d ** (l / L)`` (already-pruned weights stay pruned and count toward the exact
+    target; the last round reaches ``d`` exactly), then every parameter and buffer (BatchNorm statistics
+    too) goes back to its fit-start value, pruned entries zero, and the optimizers and LR schedulers to
+    their fit-start state. Training then continues to ``max_epochs``, so the final sparse network trains
+    from its initial weights. Until the first round ``masks`` is None and nothing is masked. With
+    ``levels > 1`` checkpoints written before the last round also hold the fit-start state (a CPU copy of
+    the module's ``state_dict`` and the optimizers' and schedulers' initial state, usually empty for the
+    optimizers): about one more copy of the weights, so a run resumed between rounds continues the same
+    rounds. Rounds beyond ``max_epochs`` never run (a warning at setup says so).
+
     Args:
         sparsity: fraction of prunable weights removed, ``0 <= sparsity < 1``. Give this or ``compression``.
         compression: compression ratio ``1 / density >= 1``; ``100`` keeps 1% of the weights.
@@ -77,14 +93,21 @@ class SynFlowPruning(Callback):
         seed: seed of the ``random`` method; None draws from torch's global generator.
         score_batches: number of training batches ``snip`` and ``grasp`` score on.
         on_settings_change: what to do when a resumed checkpoint's masks were made with settings of another
-            meaning: ``error`` (default) stops with a message naming each difference; ``reprune`` prunes the
-            checkpoint's weights again with the new settings; ``keep`` keeps the checkpoint's masks.
+            meaning (``prune_epoch`` and ``levels`` included): ``error`` (default) stops with a message naming each
+            difference; ``reprune`` prunes the checkpoint's weights again with the new settings, once, at fit start,
+            to the final density; ``keep`` keeps the checkpoint's masks and continues its own remaining rounds.
         shrink: after pruning, replace the module's layers by thinner ones without the channels that carry no
             flow (``lightning_synflow.shrink``), rebuild the optimizers and LR schedulers, and train the thin
-            network (single device only). Checkpoints hold the thin layers; resuming rebuilds them.
+            network (single device only; only with ``prune_epoch=0`` and ``levels=1``). Checkpoints hold the thin
+            layers; resuming rebuilds them.
         verbose: print the per-layer sparsity table on rank 0 after pruning.
         progress: show a progress bar while scoring (rank 0 only); None follows the Trainer's
             ``enable_progress_bar``.
+        prune_epoch: train dense for this many epochs and prune the trained weights at the start of epoch
+            ``prune_epoch``; 0 (default) prunes at fit start. With ``levels > 1``: epochs between lottery rounds.
+        levels: lottery-ticket rounds with rewinding: prune to density ``d ** (l / levels)`` at the start of
+            epoch ``l * prune_epoch`` (l = 1..levels), then rewind weights, buffers, optimizers and LR
+            schedulers to their fit-start state; 1 (default) prunes once, without rewinding.
 
     Raises:
         MisconfigurationException: an argument outside its allowed values.
@@ -96,6 +119,10 @@ class SynFlowPruning(Callback):
 
         trainer = Trainer(callbacks=[SynFlowPruning(sparsity=0.99)])
         trainer.fit(model)  # model.example_input_array gives the input shape
+
+        # lottery ticket: keep 46.4%, 21.5%, then 10% at the start of epochs 2, 4, 6, rewinding each time
+        lottery = SynFlowPruning(compression=10, method="magnitude", prune_epoch=2, levels=3)
+        Trainer(max_epochs=20, callbacks=[lottery]).fit(model)
     """
 
     sparsity = _Fixed()
@@ -112,6 +139,8 @@ class SynFlowPruning(Callback):
     shrink = _Fixed()
     verbose = _Fixed()
     progress = _Fixed()
+    prune_epoch = _Fixed()
+    levels = _Fixed()
 
     def __init__(
         self,
@@ -130,6 +159,8 @@ class SynFlowPruning(Callback):
         shrink: bool = False,
         verbose: bool = True,
         progress: Optional[bool] = None,
+        prune_epoch: int = 0,
+        levels: int = 1,
     ) -> None:
         try:
             settings = PruningSettings.create(
@@ -165,6 +196,15 @@ class SynFlowPruning(Callback):
         for name, flag in (("shrink", shrink), ("verbose", verbose), ("progress", progress)):
             if not (isinstance(flag, bool) or (flag is None and name == "progress")):
                 raise MisconfigurationException(f"SynFlowPruning: `{name}` must be true or false, got {flag!r}.")
+        try:
+            schedule = RoundSchedule.create(prune_epoch, levels)
+        except ValueError as error:
+            raise MisconfigurationException(f"SynFlowPruning: {error}") from error
+        if shrink and schedule != RoundSchedule():
+            raise MisconfigurationException(
+                "SynFlowPruning: `shrink=True` needs `prune_epoch=0` and `levels=1` (a thinner network mid-fit would "
+                f"need new optimizers and would break rewinding); got prune_epoch={prune_epoch}, levels={levels}."
+            )
         self._arguments = {
             "sparsity": sparsity,
             "compression": compression,
@@ -180,15 +220,21 @@ class SynFlowPruning(Callback):
             "shrink": shrink,
             "verbose": verbose,
             "progress": progress,
+            "prune_epoch": prune_epoch,
+            "levels": levels,
         }
         self._settings = settings
+        self._schedule = schedule
         #: Boolean masks (True = kept) keyed by qualified parameter name, once pruned or restored.
         self.masks: Optional[dict[str, torch.Tensor]] = None
-        #: The masks of every module this instance pruned or restored, and the settings that made them.
-        self._known: weakref.WeakKeyDictionary[LightningModule, tuple[dict[str, torch.Tensor], PruningSettings]] = (
-            weakref.WeakKeyDictionary()
-        )
+        #: The masks and schedule progress of every module this instance pruned (or is pruning in rounds).
+        self._known: weakref.WeakKeyDictionary[LightningModule, SavedMasks] = weakref.WeakKeyDictionary()
+        # What the masks in force follow: these settings and schedule (the checkpoint's under on_settings_change
+        # 'keep'), the number of rounds done, and the fit-start state the lottery rounds still to come rewind to.
         self._made_with = settings
+        self._following = schedule
+        self._done = 0
+        self._rewind: Optional[RewindPoint] = None
         self._saved: Optional[SavedMasks] = None
         self._upkeep: Optional[MaskUpkeep] = None
         self._resize: Optional[ResizeOnLoad] = None
@@ -236,6 +282,8 @@ class SynFlowPruning(Callback):
         if self.shrink and stage == "fit" and self._resize is None:
             # A resumed shrink=True run: the fresh module gets the checkpoint's thinner layers before they load.
             self._resize = ResizeOnLoad(pl_module)
+        if stage == "fit":
+            self._warn_unreachable_rounds(trainer)
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -247,16 +295,26 @@ class SynFlowPruning(Callback):
         if saved is not None:
             self._resume(trainer, pl_module, saved)
         elif pl_module in self._known:
-            # Another fit of a module this instance already pruned: its own masks, never re-scored.
-            self.masks, self._made_with = self._known[pl_module]
+            # Another fit of a module this instance already pruned: its own masks, never re-scored, and the rest
+            # of its rounds (if any) at the new fit's epochs.
+            self._follow(self._known[pl_module])
             resized = True  # and, with shrink=True, already as thin as it gets
         else:
-            self._prune(trainer, pl_module)
-        if self.shrink and not resized:
-            self._shrink(trainer, pl_module)
-        self._attach(trainer, pl_module)
-        assert self.masks is not None
-        self._known[pl_module] = (self.masks, self._made_with)
+            self._start(trainer, pl_module)
+        if self.masks is None:
+            self._detach()  # nothing to keep in force before the first round
+        else:
+            if self.shrink and not resized:
+                self._shrink(trainer, pl_module)
+            self._attach(trainer, pl_module)
+        self._remember(pl_module)
+
+    @override
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Before the epoch's first batch; on resume Lightning calls it for the first epoch not started yet.
+        if self._run_rounds(trainer, pl_module, trainer.current_epoch):
+            self._attach(trainer, pl_module)
+            self._remember(pl_module)
 
     @override
     def on_after_backward(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -279,9 +337,9 @@ class SynFlowPruning(Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        if self.masks is None:
+        if self.masks is None and self._rewind is None:
             return {}
-        return pack_state(self.masks, self._made_with)
+        return pack_state(self.masks, self._made_with, self._following, self._done, self._rewind)
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -303,9 +361,72 @@ class SynFlowPruning(Callback):
 
     # -- pruning and resuming ------------------------------------------------------------------
 
+    def _start(self, trainer: Trainer, pl_module: LightningModule, rewind: Optional[RewindPoint] = None) -> None:
+        """A fresh schedule: capture the fit-start state if rounds rewind, and prune now if ``prune_epoch=0``."""
+        self.masks, self._made_with, self._following, self._done = None, self._settings, self._schedule, 0
+        self._rewind = None
+        if self._schedule.rewinds:
+            if rewind is None and trainer.ckpt_path is not None:
+                rank_zero_warn(
+                    "SynFlowPruning(levels>1): the checkpoint holds no rewind point (it was saved by a run without "
+                    "lottery rounds); the rounds rewind to the weights this fit starts from, and the optimizers and "
+                    "LR schedulers to their state as configure_optimizers builds them."
+                )
+            schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
+            self._rewind = rewind or RewindPoint.capture(pl_module, trainer.optimizers, schedulers)
+        self._run_rounds(trainer, pl_module, 0)
+
+    def _follow(self, saved: SavedMasks) -> None:
+        """Continue what ``saved`` records: its masks, settings, schedule, progress and rewind point."""
+        self.masks, self._made_with, self._following = saved.masks, saved.settings, saved.schedule
+        self._done, self._rewind = saved.done, saved.rewind
+
+    def _remember(self, pl_module: LightningModule) -> None:
+        self._known[pl_module] = SavedMasks(self.masks, self._made_with, self._following, self._done, self._rewind)
+
+    def _run_rounds(self, trainer: Trainer, pl_module: LightningModule, epoch: int) -> bool:
+        """Run the rounds due by the start of ``epoch`` (normally at most one); whether any ran."""
+        due = self._following.due(self._made_with.density, self._done, epoch)
+        for step in due:
+            self._prune(trainer, pl_module, replace(self._made_with, density=step.density), start=self.masks)
+            if step.rewind:
+                assert self._rewind is not None
+                schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
+                try:
+                    self._rewind.restore(pl_module, trainer.optimizers, schedulers)
+                except ValueError as error:
+                    raise MisconfigurationException(
+                        f"SynFlowPruning(levels={self._following.levels}) cannot rewind to the fit-start state: "
+                        f"{error}."
+                    ) from error
+            self._done = step.index
+        if self._done == self._following.levels:
+            self._rewind = None  # no round left to rewind: neither memory nor checkpoints keep it
+        return bool(due)
+
+    def _warn_unreachable_rounds(self, trainer: Trainer) -> None:
+        max_epochs = trainer.max_epochs
+        last = self._schedule.last_epoch
+        if last == 0 or max_epochs is None or not 0 <= max_epochs <= last:
+            return
+        epochs = [r.epoch for r in self._schedule.rounds(self._settings.density)]
+        missed = [epoch for epoch in epochs if epoch >= max_epochs]
+        rank_zero_warn(
+            f"SynFlowPruning(prune_epoch={self.prune_epoch}, levels={self.levels}) prunes at the start of epochs "
+            f"{epochs}, but max_epochs={max_epochs} stops before epoch{'s' if len(missed) > 1 else ''} {missed}: "
+            f"{'no round' if len(missed) == len(epochs) else 'not every round'} will run and the model will not reach "
+            f"the requested density. Raise max_epochs above {last} (the epochs after the last round train the "
+            "final sparse network)."
+        )
+
     def _resume(self, trainer: Trainer, pl_module: LightningModule, saved: SavedMasks) -> None:
+        if saved.masks is None:
+            # Saved before the first round: nothing pruned yet, so nothing to disagree with; the fit-start state
+            # the checkpoint carries (levels > 1) stays the rewind point.
+            self._start(trainer, pl_module, rewind=saved.rewind)
+            return
         names_now = self._prunable_names(pl_module)
-        changed = differences(saved, self._settings, names_now)
+        changed = differences(saved, self._settings, names_now, self._schedule)
         choice = self._arguments["on_settings_change"]
         if changed and choice == "error":
             listed = "; ".join(f"{name}: checkpoint {old}, now {new}" for name, (old, new) in changed.items())
@@ -316,14 +437,17 @@ class SynFlowPruning(Callback):
             )
         if changed and choice == "reprune":
             rank_zero_warn(f"SynFlowPruning: settings changed since the checkpoint ({sorted(changed)}); re-pruning.")
-            self._prune(trainer, pl_module)
+            # Once, now, to the final density: a new schedule cannot restart mid-fit.
+            self._prune(trainer, pl_module, self._settings)
+            self._made_with, self._following = self._settings, self._schedule
+            self._done, self._rewind = self._schedule.levels, None
             return
         if changed:
             rank_zero_warn(
                 f"SynFlowPruning: settings changed since the checkpoint ({sorted(changed)}); keeping its masks "
                 "(on_settings_change='keep')."
             )
-        self.masks, self._made_with = saved.masks, saved.settings
+        self._follow(saved)
 
     def _prunable_names(self, pl_module: LightningModule) -> list[str]:
         try:
@@ -369,13 +493,21 @@ class SynFlowPruning(Callback):
             progress = trainer.progress_bar_callback is not None
         return bool(progress) and trainer.is_global_zero
 
-    def _prune(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def _prune(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        settings: PruningSettings,
+        start: Optional[dict[str, torch.Tensor]] = None,
+    ) -> None:
+        """Prune with ``settings`` from the masks ``start`` (pruned entries stay pruned); sets ``self.masks``."""
         outcome: Any = None
         if trainer.is_global_zero:
-            start = time.perf_counter()
+            began = time.perf_counter()
             try:
                 data, batches = self._scoring_data(trainer, pl_module)
-                masks = prune_with(pl_module, self._settings, data, progress=self._progress(trainer), batches=batches)
+                progress = self._progress(trainer)
+                masks = prune_with(pl_module, settings, data, progress=progress, batches=batches, masks=start)
                 outcome = {name: pack_mask(mask) for name, mask in masks.items()}
             except ExampleInputError as error:
                 tried = error.shapes[0] if len(error.shapes) == 1 else error.shapes
@@ -390,7 +522,7 @@ class SynFlowPruning(Callback):
                 outcome.__cause__ = error
             except Exception as error:
                 outcome = error
-            seconds = time.perf_counter() - start
+            seconds = time.perf_counter() - began
         # Rank 0 is authoritative: every rank applies its masks before any weight is touched elsewhere.
         outcome = trainer.strategy.broadcast(outcome, src=0)
         if isinstance(outcome, Exception):
@@ -398,9 +530,8 @@ class SynFlowPruning(Callback):
                 raise outcome
             raise RuntimeError(f"SynFlowPruning failed on rank 0: {outcome}")
         params = dict(pl_module.named_parameters())
-        # The weights of every rank are masked by `_attach`, which `on_fit_start` calls right after this.
+        # The weights of every rank are masked by `_attach`, which the calling hook runs right after this.
         self.masks = {name: unpack_mask(packed, params[name].shape) for name, packed in outcome.items()}
-        self._made_with = self._settings
         if trainer.is_global_zero:
             self._report(trainer, seconds)
 

@@ -1,0 +1,170 @@
+"""When ``SynFlowPruning`` prunes: ``prune_epoch``, lottery-ticket ``levels``, and the point rounds rewind to.
+
+Pure logic over torch objects: no Lightning import. The callback asks :class:`RoundSchedule` which
+rounds are due at an epoch and to which exact density each prunes, and :class:`RewindPoint` to put
+a module, its optimizers and LR schedulers back to their fit-start state.
+"""
+
+from __future__ import annotations
+
+import copy
+import numbers
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightning_synflow.pruning.schedule import schedule_densities
+
+
+@dataclass(frozen=True)
+class Round:
+    """One pruning round.
+
+    Attributes:
+        index: 1-based round number.
+        epoch: the epoch at whose start it prunes (0 = fit start).
+        density: fraction of the prunable weights kept after it, exactly.
+        rewind: whether the weights, buffers, optimizers and LR schedulers go back to their fit-start
+            state right after it.
+    """
+
+    index: int
+    epoch: int
+    density: Fraction
+    rewind: bool
+
+
+@dataclass(frozen=True)
+class RoundSchedule:
+    """Which epochs prune to which density: ``prune_epoch`` k and ``levels`` L, validated.
+
+    Round l (1..L) prunes at the start of epoch l*k to density ``d ** (l / L)`` (the last one to ``d``
+    exactly; the intermediate densities are rounded like the iterative loop's exponential schedule).
+    With ``L > 1`` every round rewinds (lottery ticket); ``L = 1`` prunes once at epoch k, no rewind.
+
+    Attributes:
+        prune_epoch: epochs of dense training before the first round, and between rounds (0 = fit start).
+        levels: number of prune-and-rewind rounds.
+    """
+
+    prune_epoch: int = 0
+    levels: int = 1
+
+    @classmethod
+    def create(cls, prune_epoch: Any = 0, levels: Any = 1) -> RoundSchedule:
+        """Validate the user's values.
+
+        Raises:
+            ValueError: a value that is not an integer in range, or ``levels > 1`` with ``prune_epoch = 0``.
+        """
+        for name, value, lowest in (("prune_epoch", prune_epoch, 0), ("levels", levels, 1)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lowest:
+                raise ValueError(f"`{name}` must be an integer >= {lowest}, got {value!r}.")
+        if levels > 1 and prune_epoch < 1:
+            raise ValueError(
+                f"`levels={levels}` needs `prune_epoch >= 1`: lottery rounds prune at the start of epochs "
+                f"prune_epoch, 2*prune_epoch, ..., levels*prune_epoch; got prune_epoch={prune_epoch!r}."
+            )
+        return cls(int(prune_epoch), int(levels))
+
+    @property
+    def rewinds(self) -> bool:
+        """Whether rounds rewind to the fit-start state (lottery ticket, ``levels > 1``)."""
+        return self.levels > 1
+
+    @property
+    def last_epoch(self) -> int:
+        """The epoch at whose start the last round prunes."""
+        return self.prune_epoch * self.levels
+
+    def rounds(self, density: Fraction) -> list[Round]:
+        """Every round, in order, for the final ``density``."""
+        densities = schedule_densities(density, self.levels, "exponential")
+        return [
+            Round(index, index * self.prune_epoch, step, self.rewinds) for index, step in enumerate(densities, start=1)
+        ]
+
+    def due(self, density: Fraction, done: int, epoch: int) -> list[Round]:
+        """The rounds after the first ``done`` whose epoch has come by the start of ``epoch``."""
+        return [r for r in self.rounds(density)[done:] if r.epoch <= epoch]
+
+    def describe(self) -> dict[str, str]:
+        """Readable values, for messages."""
+        return {key: repr(value) for key, value in asdict(self).items()}
+
+    def differences(self, other: RoundSchedule) -> dict[str, tuple[str, str]]:
+        """Fields that differ: name -> (this value, the other's)."""
+        mine, theirs = self.describe(), other.describe()
+        return {key: (mine[key], theirs[key]) for key in mine if mine[key] != theirs[key]}
+
+
+@dataclass
+class RewindPoint:
+    """The fit-start state a lottery round rewinds to.
+
+    Attributes:
+        module: the module's ``state_dict`` (every parameter and buffer, BatchNorm statistics included),
+            copied to CPU.
+        optimizers: each optimizer's ``state_dict`` (param groups with their learning rates, and the state,
+            normally empty at fit start).
+        lr_schedulers: each LR scheduler's ``state_dict``.
+    """
+
+    module: dict[str, Any]
+    optimizers: list[dict[str, Any]]
+    lr_schedulers: list[dict[str, Any]]
+
+    @classmethod
+    def capture(
+        cls, module: nn.Module, optimizers: Sequence[torch.optim.Optimizer], lr_schedulers: Sequence[Any]
+    ) -> RewindPoint:
+        """Copy the current state of ``module``, ``optimizers`` and ``lr_schedulers`` (nothing is shared)."""
+        values = {
+            name: value.detach().to("cpu", copy=True) if isinstance(value, torch.Tensor) else copy.deepcopy(value)
+            for name, value in module.state_dict().items()
+        }
+        return cls(
+            values,
+            [copy.deepcopy(optimizer.state_dict()) for optimizer in optimizers],
+            [copy.deepcopy(scheduler.state_dict()) for scheduler in lr_schedulers],
+        )
+
+    def check(self, optimizers: Sequence[torch.optim.Optimizer], lr_schedulers: Sequence[Any]) -> None:
+        """Refuse optimizers or LR schedulers that this point cannot be loaded into.
+
+        Raises:
+            ValueError: another number of optimizers, schedulers or parameter groups than at capture.
+        """
+        if len(optimizers) != len(self.optimizers) or len(lr_schedulers) != len(self.lr_schedulers):
+            raise ValueError(
+                f"the rewind point holds {len(self.optimizers)} optimizer(s) and {len(self.lr_schedulers)} LR "
+                f"scheduler(s), the trainer has {len(optimizers)} and {len(lr_schedulers)}"
+            )
+        for index, (optimizer, saved) in enumerate(zip(optimizers, self.optimizers)):
+            now = [len(group["params"]) for group in optimizer.param_groups]
+            then = [len(group["params"]) for group in saved["param_groups"]]
+            if now != then:
+                raise ValueError(
+                    f"optimizer {index} has parameter groups of sizes {now}, at fit start {then} (a group added "
+                    "mid-fit cannot be rewound to its fit-start state)"
+                )
+
+    def restore(
+        self, module: nn.Module, optimizers: Sequence[torch.optim.Optimizer], lr_schedulers: Sequence[Any]
+    ) -> None:
+        """Load the captured state into ``module``, ``optimizers`` and ``lr_schedulers`` (which keep their identity).
+
+        Raises:
+            ValueError: see :meth:`check`; nothing changed in that case.
+        """
+        self.check(optimizers, lr_schedulers)
+        module.load_state_dict(self.module)
+        # Optimizers and schedulers may keep references into what they load: give them copies.
+        for optimizer, state in zip(optimizers, self.optimizers):
+            optimizer.load_state_dict(copy.deepcopy(state))
+        for scheduler, state in zip(lr_schedulers, self.lr_schedulers):
+            scheduler.load_state_dict(copy.deepcopy(state))
