@@ -58,8 +58,9 @@ architectures = st.one_of(
     schedule=st.sampled_from(["exponential", "linear"]),
     scope=st.sampled_from(["global", "local"]),
     bias=st.booleans(),
+    invert=st.booleans(),
 )
-def test_properties(arch, sparsity, method, iterations, schedule, scope, bias):
+def test_properties(arch, sparsity, method, iterations, schedule, scope, bias, invert):
     kind, widths = arch
     model = mlp(widths, bias=bias) if kind == "mlp" else convnet(widths, size=4, bias=bias, bn=True)
     example = torch.zeros(2, 5) if kind == "mlp" else torch.zeros(2, 2, 4, 4)
@@ -79,6 +80,7 @@ def test_properties(arch, sparsity, method, iterations, schedule, scope, bias):
             example_input=example,
             seed=3,
             on_iteration=lambda e, m: history.append({k: v.clone() for k, v in m.items()}),
+            invert=invert,
         )
     density = 1 - exact_fraction(sparsity)
     sizes = {n: m.numel() for n, m in masks.items()}

@@ -1,10 +1,16 @@
-"""Cut planning: which alive entries a pruning step removes, with exact counts and the tie rule.
+"""Cut planning: which alive entries a pruning step removes, with exact counts, the tie rule and floors.
 
 Tie rule (final iteration): entries are pruned in order of increasing score; among entries with
 exactly the same score, the one that comes first (prunable tensors in ``named_parameters()`` order,
 then row-major order inside a tensor) is pruned first. Intermediate iterations prune every entry
 tied at the threshold together, as the reference implementation does, unless that would take the
 total past the final target.
+
+Floors (``min_density``): a tensor may be given a room, the most entries it may lose in a step.
+:func:`plan_cuts` plans the step over the whole group; every tensor that would lose more than its
+room loses exactly its room instead (its lowest-scored alive entries, ties by position), leaves the
+group, and the rest of the group is planned again for the remaining count, until no tensor exceeds
+its room. The group's total stays exactly the planned count.
 """
 
 from __future__ import annotations
@@ -63,6 +69,22 @@ class Cut:
                 pick |= take
             yield pick
 
+    def counts(self, values: Sequence[Array], keep: Sequence[Array]) -> list[int]:
+        """Per segment, how many alive entries the cut removes (arguments of :meth:`picks`)."""
+        backend = backend_of(values)
+        return [backend.count(pick) for pick in self.picks(values, keep)]
+
+
+def _kth_alive(values: Sequence[Array], backend: Backend, need: int, present_pruned: int) -> float:
+    """The ``need``-th smallest alive score, where ``values`` also hold ``present_pruned`` pruned zeros."""
+    negatives = sum(backend.count(v < 0) for v in values)
+    alive_zeros = sum(backend.count(v == 0) for v in values) - present_pruned
+    if need <= negatives:
+        return kth_smallest(values, need)
+    if need <= negatives + alive_zeros:
+        return 0.0
+    return kth_smallest(values, need + present_pruned)
+
 
 def plan_cut(
     scores: Sequence[torch.Tensor],
@@ -73,6 +95,7 @@ def plan_cut(
     cap: int | None = None,
     hidden_zeros: int = 0,
     backend: Backend | None = None,
+    zeros_with_pruned: bool = True,
 ) -> Cut | None:
     """Decide the next pruning step over tensors sharing one threshold (None: prune nothing).
 
@@ -80,6 +103,11 @@ def plan_cut(
     ``n_prune``-th smallest score over all entries, pruned ones included) needs neither a
     concatenation of the tensors nor the pruned entries themselves: ``hidden_zeros`` of them may be
     left out of ``scores`` (compacted), and are counted as zeros.
+
+    With ``zeros_with_pruned=False`` (inverted scores, where pruned entries are no longer the lowest)
+    the intermediate threshold is taken over the alive entries only: it is the ``n_prune - already``-th
+    smallest alive score, every alive entry at or below it goes (same cap), and nothing goes once the
+    count is reached. The final, exact rule never depends on where the pruned entries rank.
 
     Args:
         scores: 1-D score tensors of the group, in position order (pruned entries present are 0).
@@ -92,17 +120,26 @@ def plan_cut(
             total past ``cap``.
         hidden_zeros: pruned entries of the group that ``scores`` leaves out.
         backend: the selection backend (default: chosen from the tensors' device).
+        zeros_with_pruned: rank the pruned entries as zeros among the alive ones at intermediate
+            iterations (the reference's rule: alive entries scoring 0 leave with them); False ranks
+            the alive entries only.
     """
     need = n_prune - already
     present_pruned = already - hidden_zeros
     n_alive = sum(s.numel() for s in scores) - present_pruned
-    if n_alive <= 0 or n_prune < 1 or (need <= 0 and not ties_together):
+    if n_alive <= 0 or n_prune < 1 or (need <= 0 and not (ties_together and zeros_with_pruned)):
         return None
     backend = backend or backend_for(scores)
     values, keep = backend.views(scores), backend.views(alive)
     if ties_together:
-        threshold, at_most = kth_with_hidden_zeros(values, n_prune, hidden_zeros)
-        count = at_most - (present_pruned if threshold >= 0 else 0)
+        if zeros_with_pruned:
+            threshold, at_most = kth_with_hidden_zeros(values, n_prune, hidden_zeros)
+            count = at_most - (present_pruned if threshold >= 0 else 0)
+        elif need < n_alive:
+            threshold = _kth_alive(values, backend, need, present_pruned)
+            count = sum(backend.count((v <= threshold) & k) for v, k in zip(values, keep))
+        else:
+            threshold, count = math.inf, n_alive
         if cap is None or already + count <= cap:
             return Cut(threshold, None, count) if count else None
         if need <= 0:
@@ -110,16 +147,80 @@ def plan_cut(
     if need >= n_alive:
         return Cut(math.inf, None, n_alive)
     # The need-th smallest alive score; pruned zeros that are present sit between negatives and positives.
-    negatives = sum(backend.count(v < 0) for v in values)
-    alive_zeros = sum(backend.count(v == 0) for v in values) - present_pruned
-    if need <= negatives:
-        threshold = kth_smallest(values, need)
-    elif need <= negatives + alive_zeros:
-        threshold = 0.0
-    else:
-        threshold = kth_smallest(values, need + present_pruned)
+    threshold = _kth_alive(values, backend, need, present_pruned)
     below = sum(backend.count((v < threshold) & k) for v, k in zip(values, keep))
     return Cut(threshold, need - below, need)
+
+
+def plan_cuts(
+    scores: Sequence[torch.Tensor],
+    alive: Sequence[torch.Tensor],
+    already: Sequence[int],
+    hidden: Sequence[int],
+    n_prune: int,
+    ties_together: bool,
+    cap: int | None = None,
+    room: Sequence[int] | None = None,
+    zeros_with_pruned: bool = True,
+    backend: Backend | None = None,
+) -> list[tuple[list[int], Cut]]:
+    """Plan the next pruning step over a group of tensors, each losing at most its ``room``.
+
+    Without ``room`` this is :func:`plan_cut` over the whole group. With it, a small water-filling
+    loop: plan over the tensors still free; every one that would lose more than its room is fixed
+    at exactly its room (its own exact cut) and leaves; plan the rest again for what remains of
+    ``n_prune`` (and of ``cap``). Fixing a tensor only raises the others' threshold, so the loop ends
+    after at most one round per tensor, and the group's total is what :func:`plan_cut` would prune.
+
+    Args:
+        scores: 1-D score tensors of the group (see :func:`plan_cut`).
+        alive: boolean masks (True = kept) matching ``scores``.
+        already: entries already pruned in each tensor, present or hidden.
+        hidden: pruned entries of each tensor that ``scores`` leaves out.
+        n_prune: total number of pruned entries wanted in the group (already pruned included).
+        ties_together: see :func:`plan_cut`.
+        cap: see :func:`plan_cut`.
+        room: the most entries each tensor may lose in this step (None: no limit).
+        zeros_with_pruned: see :func:`plan_cut`.
+        backend: the selection backend (default: chosen from the tensors' device).
+
+    Returns:
+        ``(tensors, cut)`` pairs: positions in the group of the tensors each cut is planned on (in
+        order), and the cut; tensors pruned by no pair lose nothing.
+    """
+    free = list(range(len(scores)))
+
+    def plan(members: list[int], target: int, exact: bool, limit: int | None) -> Cut | None:
+        return plan_cut(
+            [scores[i] for i in members],
+            [alive[i] for i in members],
+            sum(already[i] for i in members),
+            target,
+            ties_together and not exact,
+            limit,
+            sum(hidden[i] for i in members),
+            backend,
+            zeros_with_pruned,
+        )
+
+    cut = plan(free, n_prune, False, cap)
+    if room is None:
+        return [] if cut is None else [(free, cut)]
+    backend = backend or backend_for(scores)
+    fixed: list[int] = []
+    while cut is not None:
+        counts = cut.counts(backend.views([scores[i] for i in free]), backend.views([alive[i] for i in free]))
+        over = [i for i, count in zip(free, counts) if count > room[i]]
+        if not over:
+            break
+        fixed += over
+        free = [i for i in free if i not in over]
+        taken = sum(already[i] + room[i] for i in fixed)
+        cut = plan(free, n_prune - taken, False, None if cap is None else cap - taken)
+    plans = [([i], plan([i], already[i] + room[i], True, None)) for i in sorted(fixed)]
+    if cut is not None:
+        plans.append((free, cut))
+    return [(members, found) for members, found in plans if found is not None]
 
 
 def select_to_prune(

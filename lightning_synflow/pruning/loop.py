@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -12,7 +12,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from lightning_synflow.pruning.alive import AliveSet
-from lightning_synflow.pruning.cut import plan_cut
+from lightning_synflow.pruning.cut import plan_cuts
+from lightning_synflow.pruning.finish import (
+    generator_for,
+    reinitialize,
+    reinitialized_modules,
+    shuffle_masks,
+    warn_collapsed,
+)
 from lightning_synflow.pruning.inputs import ExampleInput, validate_example_input
 from lightning_synflow.pruning.schedule import Schedule, prune_count, schedule_densities
 from lightning_synflow.pruning.scores import (
@@ -88,16 +95,31 @@ def _check_weights(prunable: dict[str, nn.Parameter]) -> None:
             raise ValueError(f"Parameter {name!r} holds NaN or infinite values; pruning needs finite weights.")
 
 
+#: Why BatchNorm in train mode can zero SynFlow scores.
+_TRAIN_MODE_CAUSE = (
+    " With train_mode=True BatchNorm normalizes with the statistics of the all-ones batch, which are the same for "
+    "every example and nearly constant over a feature map, so most of the signal is subtracted away: consider "
+    "train_mode=False."
+)
+
+
 def _check_zero_scores(
-    method: str, names: Sequence[str], scores: Sequence[torch.Tensor], alive: Sequence[torch.Tensor]
+    method: str,
+    names: Sequence[str],
+    scores: Sequence[torch.Tensor],
+    alive: Sequence[torch.Tensor],
+    train_mode: bool = False,
 ) -> None:
     """Refuse alive scores that are all zero (any mask would be arbitrary); for SynFlow, warn when many are."""
     zeros = [int(((s == 0) & a).sum()) for s, a in zip(scores, alive)]
     sizes = [int(torch.count_nonzero(a)) for a in alive]
     total = sum(sizes)
+    hint = _TRAIN_MODE_CAUSE if train_mode and method == "synflow" else ""
     if sum(zeros) == total:
         label, cause = ALL_ZERO_CAUSES[method]
-        raise ValueError(f"Every {label} score is exactly zero, so no weight can be ranked above another: {cause}")
+        raise ValueError(
+            f"Every {label} score is exactly zero, so no weight can be ranked above another: {cause}{hint}"
+        )
     fraction = sum(zeros) / total
     if method == "synflow" and fraction > ZERO_SCORE_WARNING_FRACTION:
         worst = sorted(zip(names, zeros, sizes), key=lambda item: -item[1] / max(item[2], 1))[:5]
@@ -106,7 +128,7 @@ def _check_zero_scores(
             f"{fraction:.1%} of the prunable weights have a SynFlow score of exactly zero, so the mask among them "
             f"is arbitrary (ties). Layers with most zero scores: {layers}. Typical causes: zero-initialized layers "
             "(e.g. the last BatchNorm of residual blocks, a zero-init head) or saturating activations (ReLU6, "
-            "hardswish).",
+            f"hardswish).{hint}",
             UserWarning,
             stacklevel=4,
         )
@@ -130,6 +152,11 @@ def prune(
     seed: int | None = None,
     progress: bool = False,
     on_iteration: IterationHook | None = None,
+    invert: bool = False,
+    shuffle: bool = False,
+    reinitialize: bool = False,
+    train_mode: bool = False,
+    min_density: float | Mapping[str, float] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Prune ``model`` in place at initialization and return its masks.
 
@@ -153,10 +180,38 @@ def prune(
             with ``loss_fn``. GraSP's temperature (200) divides every floating-point tensor of the
             model's forward output (a forward hook on ``model``, so call the model itself, not one
             of its methods or submodules).
-        seed: seed for the random method (None uses torch's global generator).
+        seed: seed for the random method, ``shuffle`` and ``reinitialize`` (None uses torch's global
+            generator).
         progress: show a progress bar over iterations.
         on_iteration: called after each iteration with its number (1-based) and the current masks
-            (read-only views); raising from it aborts pruning and leaves the model unchanged.
+            (read-only views, before ``shuffle``); raising from it aborts pruning and leaves the model
+            unchanged.
+        invert: keep the lowest scores instead of the highest (an ablation of the reference; its
+            ``1/score`` without the overflow): the highest-scored alive entries are pruned first, exactly
+            as many as without it. At intermediate iterations entries tied at the threshold go together
+            (capped by the final count) as usual, but alive entries scoring 0 are now the last to go,
+            not the first. GraSP keeps its most negative scores.
+        shuffle: after pruning, permute each tensor's mask uniformly at random (seeded by ``seed``),
+            keeping each tensor's kept count: the layer-wise densities of the method with random
+            positions. Newly kept entries keep their original weights. With starting masks
+            (``prune_with(masks=...)``) only positions alive in them are permuted.
+        reinitialize: after pruning (and shuffling), re-draw every module that owns a prunable weight
+            with its own ``reset_parameters()`` (seeded by ``seed`` if given), then zero the pruned
+            entries: the masks stay, the kept weights (and those modules' biases) are fresh. A module
+            without ``reset_parameters`` is refused before anything changes.
+        train_mode: score with every BatchNorm layer (``torch.nn.modules.batchnorm._BatchNorm``
+            subclasses) in train mode, i.e. with batch statistics; other modules stay in eval mode.
+            Running statistics, ``num_batches_tracked`` and every module's mode come back exactly as
+            they were. SynFlow then feeds two identical all-ones examples (batch statistics equal one
+            example's, but BatchNorm over one value per channel is refused by torch for a batch of 1).
+            With the all-ones input most SynFlow scores may then be 0 (ties; counts stay exact).
+        min_density: floor on the density of each prunable tensor: a float for all, or a mapping
+            from name glob (over the masks' keys) to float; where several globs match, the largest
+            floor applies. A tensor keeps at least ``ceil(floor * numel)`` entries at every iteration
+            (entries pruned before, in starting masks, never revive). Global scope: a tensor at its
+            floor stops losing weights and the rest of the count is taken from the others, so totals
+            stay exact; local scope: each tensor keeps the larger of its density target and its
+            floor. Floors that keep more than the density does in all are refused.
 
     Returns:
         Boolean masks (True = kept) keyed by qualified parameter name.
@@ -165,13 +220,19 @@ def prune(
         ValueError: an argument out of its allowed values (named in the message), both ``loss_fn`` and
             ``batch_loss``, a selected parameter that feeds a parametrization (see
             :func:`~lightning_synflow.pruning.targets.select_prunable`), non-finite weights or scores,
-            or scores that are all zero. Nothing in the model changes in that case.
+            scores that are all zero, a ``min_density`` glob matching no prunable parameter or floors
+            above the density, or ``reinitialize`` with a layer that has no ``reset_parameters``.
+            Nothing in the model changes in that case.
         ~lightning_synflow.pruning.inputs.ExampleInputError: (a ``ValueError``) the model's forward
             failed on the input shaped like ``example_input``; it names the shapes tried and chains
             the model's error.
         FloatingPointError: SynFlow scores that stay non-finite in float64 with rescaling; the
             message says whether from overflow or from an invalid operation (0/0).
         TypeError: an argument of the wrong type, or a loss that is not a scalar tensor.
+
+    Warns:
+        ~lightning_synflow.pruning.LayerCollapseWarning: a prunable tensor was left with no weight;
+            it names every such tensor and what to do.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
@@ -189,6 +250,11 @@ def prune(
         parameters=parameters,
         exclude=exclude,
         seed=seed,
+        invert=invert,
+        shuffle=shuffle,
+        reinitialize=reinitialize,
+        train_mode=train_mode,
+        min_density=min_density,
     )
     data = ScoringData(example_input, [], loss_fn, batch_loss)
     return prune_with(model, settings, data, progress=progress, on_iteration=on_iteration, batches=batches)
@@ -218,7 +284,45 @@ def prune_with(
     """
     prunable = _validate_inputs(model, settings, data, batches)
     start = None if masks is None else _starting_masks(prunable, settings, masks)
-    return _run(model, prunable, settings, data, progress, on_iteration, start)
+    floors = _floors(prunable, settings, start)
+    owners = reinitialized_modules(model, list(prunable)) if settings.reinitialize else []
+    final = _run(model, prunable, settings, data, progress, on_iteration, start, floors)
+    if settings.shuffle:
+        final = dict(zip(final, shuffle_masks(list(final.values()), start, generator_for(settings.seed))))
+    if settings.reinitialize:
+        reinitialize(owners, settings.seed)
+    with torch.no_grad():
+        for name, param in prunable.items():
+            param.masked_fill_(~final[name], 0)
+    warn_collapsed(final, settings, stacklevel=4)
+    return final
+
+
+def _floors(
+    prunable: dict[str, nn.Parameter], settings: PruningSettings, start: list[torch.Tensor] | None
+) -> list[int] | None:
+    """The ``min_density`` floor counts in ``prunable``'s order (None: no floor), checked to be reachable.
+
+    Raises:
+        ValueError: a glob matches no prunable parameter, or (global scope) the floors keep more
+            entries than the density does.
+    """
+    floors = settings.floor_counts({name: p.numel() for name, p in prunable.items()})
+    if floors is None or not any(floors):
+        return None
+    if settings.scope == "global":
+        alive = [p.numel() for p in prunable.values()] if start is None else [int(m.count_nonzero()) for m in start]
+        held = [min(floor, n) for floor, n in zip(floors, alive)]
+        total = sum(p.numel() for p in prunable.values())
+        kept = total - prune_count(settings.density, total)
+        if sum(held) > kept:
+            largest = sorted(zip(prunable, held), key=lambda item: -item[1])[:3]
+            named = ", ".join(f"{name!r}: {count}" for name, count in largest if count)
+            raise ValueError(
+                f"`min_density` floors keep at least {sum(held)} of the {total} prunable weights (largest: {named}), "
+                f"more than the {kept} that density {settings.density} keeps: lower the floors or the sparsity."
+            )
+    return floors
 
 
 def _starting_masks(
@@ -265,23 +369,26 @@ def score(
     loss_fn: LossFn | None = None,
     batch_loss: BatchLoss | None = None,
     seed: int | None = None,
+    train_mode: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Score every prunable weight once, without pruning; the model is left exactly as it was.
 
-    Arguments are those of :func:`prune`. Lower scores would be pruned first.
+    Arguments are those of :func:`prune`. Lower scores would be pruned first (with ``invert``, last).
 
     Returns:
         Score tensors keyed by qualified parameter name.
     """
-    settings = PruningSettings.create(sparsity=0.0, method=method, parameters=parameters, exclude=exclude, seed=seed)
+    settings = PruningSettings.create(
+        sparsity=0.0, method=method, parameters=parameters, exclude=exclude, seed=seed, train_mode=train_mode
+    )
     data = ScoringData(example_input, [], loss_fn, batch_loss)
     prunable = _validate_inputs(model, settings, data, batches)
     alive = AliveSet(list(prunable.values()))
-    workspace = ScoringWorkspace(model, prunable)
+    workspace = ScoringWorkspace(model, prunable, settings.train_mode)
     try:
         scores = _scorer(workspace, settings, data, alive)()
     finally:
-        workspace.restore(None)
+        workspace.restore()
     return {name: s.detach().view(p.shape) for (name, p), s in zip(prunable.items(), scores)}
 
 
@@ -324,7 +431,9 @@ def _run(
     progress: bool,
     on_iteration: IterationHook | None,
     start: list[torch.Tensor] | None = None,
+    floors: list[int] | None = None,
 ) -> dict[str, torch.Tensor]:
+    """The loop of Algorithm 1: the final masks, the model left exactly as it was (nothing masked yet)."""
     names = list(prunable)
     params = list(prunable.values())
     sizes = [p.numel() for p in params]
@@ -333,13 +442,9 @@ def _run(
     density, method = settings.density, settings.method
     final_count = prune_count(density, total)
     if final_count == sum(alive.pruned) and (settings.scope == "global" or start is None):
-        with torch.no_grad():
-            for param, mask in zip(params, alive.masks):
-                param.masked_fill_(~mask, 0)
         return dict(zip(names, alive.masks))
 
-    workspace = ScoringWorkspace(model, prunable)
-    completed = False
+    workspace = ScoringWorkspace(model, prunable, settings.train_mode)
     try:
         if start is not None:
             workspace.zero({name: mask.view(-1) for name, mask in zip(names, alive.masks)})
@@ -350,34 +455,40 @@ def _run(
             if method != "synflow" and not all_finite(gathered):
                 raise ValueError(f"{method} produced NaN or infinite scores; check the model and inputs.")
             if step == 0 and method in ALL_ZERO_CAUSES:
-                _check_zero_scores(method, names, gathered, alive.view_masks())
+                _check_zero_scores(method, names, gathered, alive.view_masks(), settings.train_mode)
+            if settings.invert:  # keep the lowest: rank by -score (exact, unlike the reference's 1/score)
+                for values in gathered:
+                    values.neg_()
             last = step == len(steps) - 1
             masks = alive.view_masks()
             if settings.scope == "global":
                 groups = [(list(range(len(names))), total, final_count)]
             else:
                 groups = [([i], size, prune_count(density, size)) for i, size in enumerate(sizes)]
+            room = None if floors is None else [max(n - p - f, 0) for n, p, f in zip(sizes, alive.pruned, floors)]
             zero: dict[int, torch.Tensor] = {}
             for tensors, numel, cap in groups:
-                cut = plan_cut(
+                plans = plan_cuts(
                     [gathered[i] for i in tensors],
                     [masks[i] for i in tensors],
-                    sum(alive.pruned[i] for i in tensors),
+                    [alive.pruned[i] for i in tensors],
+                    [alive.hidden[i] for i in tensors],
                     prune_count(step_density, numel),
                     not last,
                     cap,
-                    sum(alive.hidden[i] for i in tensors),
+                    None if room is None else [room[i] for i in tensors],
+                    zeros_with_pruned=not settings.invert,
                 )
-                if cut is not None:
-                    zero.update(alive.apply(cut, [gathered[i] for i in tensors], tensors))
+                for members, cut in plans:
+                    chosen = [tensors[j] for j in members]
+                    zero.update(alive.apply(cut, [gathered[i] for i in chosen], chosen))
             del gathered
             workspace.zero({names[i]: where for i, where in zero.items()})
             alive.compact_if_sparse()
             if on_iteration is not None:
                 on_iteration(step + 1, dict(zip(names, alive.masks)))
-        completed = True
     finally:
-        workspace.restore(dict(zip(names, alive.masks)) if completed else None)
+        workspace.restore()
     return dict(zip(names, alive.masks))
 
 
@@ -389,7 +500,7 @@ def _scorer(
     method = settings.method
     if method == "synflow":
         assert data.example_input is not None
-        return SynFlowScorer(workspace, data.example_input, alive)
+        return SynFlowScorer(workspace, data.example_input, alive, examples=2 if settings.train_mode else 1)
     if method == "magnitude":
         return lambda: alive.gather(magnitude_scores(params))
     if method == "random":

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -174,12 +175,19 @@ class SynFlowScorer:
         workspace: the scoring workspace of the model.
         example_input: a batch-shaped example; only its per-example shapes are used.
         alive: the alive set, whose view the returned scores follow.
+        examples: how many identical all-ones examples make the batch. Batch statistics of identical
+            examples equal one example's, so this changes nothing but ``R``'s factor, and 2 lets
+            BatchNorm in train mode normalize channels with one value per example (1-D features or
+            1x1 maps), which torch refuses for a batch of 1.
     """
 
-    def __init__(self, workspace: ScoringWorkspace, example_input: ExampleInput, alive: AliveSet) -> None:
+    def __init__(
+        self, workspace: ScoringWorkspace, example_input: ExampleInput, alive: AliveSet, examples: int = 1
+    ) -> None:
         self.workspace = workspace
         self.example_input = example_input
         self.alive = alive
+        self.examples = examples
         params = list(workspace.prunable.values())
         self.dtype = score_dtype(params[0].dtype)
         self.rescaled = False
@@ -191,7 +199,7 @@ class SynFlowScorer:
         workspace = self.workspace
         params = list(workspace.prunable.values())
         workspace.prepare(self.alive.masks)
-        with torch.enable_grad():
+        with torch.enable_grad(), _repeated_inputs(workspace.model, self.examples):
             flow = output_sum(call_on_ones(workspace.model, self.example_input, self.dtype, params[0].device))
         self._flow, self._nan = float(flow.detach()), False
         if not (last_resort or _in_safe_range(self._flow, self.dtype)):
@@ -285,6 +293,23 @@ class SynFlowScorer:
             "weight divided by its norm once a row is pruned), not from overflow. Leave such layers out of the "
             "prunable set (`exclude`) or use another method."
         )
+
+
+@contextmanager
+def _repeated_inputs(model: nn.Module, times: int) -> Iterator[None]:
+    """While open, ``model``'s input tensors are repeated ``times`` along the batch dimension (a pre-hook)."""
+    if times == 1:
+        yield
+        return
+
+    def repeat(module: nn.Module, args: Any, kwargs: Any) -> tuple[Any, Any]:
+        return map_tensors((args, kwargs), lambda t: t.repeat(times, *[1] * (t.dim() - 1)))
+
+    handle = model.register_forward_pre_hook(repeat, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _in_safe_range(flow: float, dtype: torch.dtype) -> bool:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Union, get_args
 
 from lightning_synflow.pruning.schedule import Schedule, exact_fraction
 
@@ -75,6 +76,53 @@ def _patterns(value: Any, name: str) -> tuple[str, ...] | None:
     return tuple(value)
 
 
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+    return value
+
+
+def _fraction(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+        raise ValueError(f"`min_density`{where} must be a number in [0, 1] (fraction of a tensor kept), got {value!r}.")
+    return float(value)
+
+
+#: ``min_density`` as stored: one floor for every prunable tensor, or sorted ``(glob, floor)`` pairs.
+MinDensity = Union[float, tuple[tuple[str, float], ...], None]
+
+
+def _pairs(value: Any) -> list[tuple[Any, Any]] | None:
+    """The ``(glob, floor)`` pairs of a mapping or of a sequence of pairs; None for anything else."""
+    if isinstance(value, Mapping):
+        return list(value.items())
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        pairs = [tuple(pair) for pair in value if isinstance(pair, Sequence) and not isinstance(pair, str)]
+        if len(pairs) == len(value) and all(len(pair) == 2 for pair in pairs):
+            return pairs
+    return None
+
+
+def _min_density(value: Any) -> MinDensity:
+    """One floor (0 means none), or a mapping from name glob to floor stored as sorted ``(glob, floor)`` pairs."""
+    if value is None:
+        return None
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return _fraction(value, "") or None
+    pairs = _pairs(value)
+    if pairs is None:
+        raise TypeError(
+            "`min_density` must be a number in [0, 1] or a mapping from parameter-name glob to a number in [0, 1] "
+            f"(e.g. {{'*shortcut*': 0.2}}), got {value!r}."
+        )
+    for glob, _ in pairs:
+        if not isinstance(glob, str):
+            raise TypeError(f"`min_density` keys must be glob patterns (strings), got {glob!r}.")
+    if len({glob for glob, _ in pairs}) != len(pairs):
+        raise ValueError(f"`min_density` names a glob twice: {value!r}.")
+    return tuple(sorted((glob, _fraction(floor, f"[{glob!r}]")) for glob, floor in pairs))
+
+
 def _seed(value: Any) -> int | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
         raise TypeError(f"`seed` must be an integer or None, got {value!r}.")
@@ -97,7 +145,14 @@ class PruningSettings:
         scope: one threshold for all tensors (``global``) or one per tensor (``local``).
         parameters: glob patterns of the prunable parameters (None: every Linear/Conv weight).
         exclude: glob patterns removed from the prunable set.
-        seed: seed of the ``random`` method (None: torch's global generator).
+        seed: seed of the ``random`` method, of ``shuffle`` and of ``reinitialize`` (None: torch's
+            global generator).
+        invert: keep the lowest scores instead of the highest.
+        shuffle: permute each tensor's final mask uniformly at random.
+        reinitialize: re-draw the kept weights with each layer's own initializer after pruning.
+        train_mode: score with BatchNorm in train mode (batch statistics).
+        min_density: floor on the density of each matching prunable tensor: one float for all, or
+            sorted ``(glob, floor)`` pairs (a mapping given by the user); None for no floor.
     """
 
     density: Fraction
@@ -108,6 +163,11 @@ class PruningSettings:
     parameters: tuple[str, ...] | None = None
     exclude: tuple[str, ...] | None = None
     seed: int | None = None
+    invert: bool = False
+    shuffle: bool = False
+    reinitialize: bool = False
+    train_mode: bool = False
+    min_density: MinDensity = None
 
     @classmethod
     def create(
@@ -122,6 +182,11 @@ class PruningSettings:
         parameters: str | Sequence[str] | None = None,
         exclude: str | Sequence[str] | None = None,
         seed: int | None = None,
+        invert: bool = False,
+        shuffle: bool = False,
+        reinitialize: bool = False,
+        train_mode: bool = False,
+        min_density: float | Mapping[str, float] | None = None,
     ) -> PruningSettings:
         """Validate the user's arguments and return their meaning.
 
@@ -140,6 +205,11 @@ class PruningSettings:
             parameters=_patterns(parameters, "parameters"),
             exclude=_patterns(exclude, "exclude"),
             seed=_seed(seed),
+            invert=_flag("invert", invert),
+            shuffle=_flag("shuffle", shuffle),
+            reinitialize=_flag("reinitialize", reinitialize),
+            train_mode=_flag("train_mode", train_mode),
+            min_density=_min_density(min_density),
         )
 
     @property
@@ -151,6 +221,8 @@ class PruningSettings:
         """Human-readable values, for messages and checkpoints."""
         values = asdict(self)
         values["density"] = f"{self.density} (sparsity {float(1 - self.density):.6g})"
+        if isinstance(self.min_density, tuple):
+            values["min_density"] = dict(self.min_density)
         return {key: repr(value) if key != "density" else value for key, value in values.items()}
 
     def to_dict(self) -> dict[str, Any]:
@@ -160,17 +232,48 @@ class PruningSettings:
         for key in ("parameters", "exclude"):
             if values[key] is not None:
                 values[key] = list(values[key])
+        if isinstance(self.min_density, tuple):
+            values["min_density"] = dict(self.min_density)
         return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PruningSettings:
-        """Settings saved by :meth:`to_dict`."""
+        """Settings saved by :meth:`to_dict` (fields added since the dict was saved take their defaults)."""
         values = dict(values)
         values["density"] = Fraction(values["density"])
         for key in ("parameters", "exclude"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
+        if "min_density" in values:
+            values["min_density"] = _min_density(values["min_density"])
         return cls(**values)
+
+    def floor_counts(self, sizes: Mapping[str, int]) -> list[int] | None:
+        """The fewest entries ``min_density`` keeps in each tensor: ``ceil(floor * numel)``, exactly.
+
+        Several globs matching one tensor: the largest floor applies. None when there is no floor.
+
+        Args:
+            sizes: number of entries of each prunable tensor, keyed by its name (the masks' keys).
+
+        Raises:
+            ValueError: a glob matches no prunable tensor (it names the glob and some names).
+        """
+        if self.min_density is None:
+            return None
+        if isinstance(self.min_density, float):
+            return [math.ceil(exact_fraction(self.min_density) * n) for n in sizes.values()]
+        floors = dict.fromkeys(sizes, Fraction(0))
+        for glob, floor in self.min_density:
+            matches = fnmatch.filter(sizes, glob)
+            if not matches:
+                raise ValueError(
+                    f"`min_density` pattern {glob!r} matches no prunable parameter; the prunable parameters are, "
+                    f"e.g., {list(sizes)[:8]}."
+                )
+            for name in matches:
+                floors[name] = max(floors[name], exact_fraction(floor))
+        return [math.ceil(floors[name] * n) for name, n in sizes.items()]
 
     def differences(self, other: PruningSettings, ignore: Sequence[str] = ()) -> dict[str, tuple[str, str]]:
         """Settings whose meaning differs: name -> (this value, the other's), as readable strings."""

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 
 class ScoringWorkspace:
@@ -20,16 +21,23 @@ class ScoringWorkspace:
     power-of-two factor per tensor if rescaled, and zeros where pruned. A scorer may overwrite them
     (SynFlow writes its scores there, to need no second full-size buffer) and mark them
     :meth:`overwritten`; :meth:`prepare` rebuilds them from the originals before the next use.
-    :meth:`restore` swaps the originals back, after masking them if pruning succeeded, so a failed or
-    interrupted pruning leaves the model exactly as it was, with one copy of the prunable weights as
-    the only full-size memory held.
+    :meth:`restore` swaps the originals back, untouched, so a failed or interrupted pruning leaves
+    the model exactly as it was (the caller masks the weights once the final masks are known), with
+    one copy of the prunable weights as the only full-size memory held.
+
+    The model is scored in eval mode; with ``train_mode`` every BatchNorm layer (every subclass of
+    ``torch.nn.modules.batchnorm._BatchNorm``: ``BatchNorm1d/2d/3d``, ``SyncBatchNorm`` and the lazy
+    ones; not ``InstanceNorm``, ``GroupNorm`` or ``LayerNorm``) is in train mode instead and normalizes
+    with batch statistics; its running statistics and ``num_batches_tracked``, which a forward pass
+    in train mode updates, are copied back afterwards, so they too come back exactly.
 
     Args:
         model: the network being pruned.
         prunable: its prunable parameters, keyed by qualified name.
+        train_mode: score with BatchNorm layers in train mode.
     """
 
-    def __init__(self, model: nn.Module, prunable: dict[str, nn.Parameter]) -> None:
+    def __init__(self, model: nn.Module, prunable: dict[str, nn.Parameter], train_mode: bool = False) -> None:
         self.model = model
         self.prunable = prunable
         self.linearized = False
@@ -40,8 +48,12 @@ class ScoringWorkspace:
         self._prunable_ids = {id(param) for param in prunable.values()}
         self._originals: dict[torch.Tensor, torch.Tensor] = {}
         self._stale = False
+        norms = [m for m in model.modules() if isinstance(m, _BatchNorm)] if train_mode else []
+        self._statistics = {b: b.detach().clone() for m in norms for b in m.buffers(recurse=False)}
 
         model.eval()
+        for module in norms:
+            module.train()
         for param in model.parameters():
             param.grad = None
             param.requires_grad_(id(param) in self._prunable_ids)
@@ -124,14 +136,13 @@ class ScoringWorkspace:
                 flat.index_fill_(0, where, 0)
 
     @torch.no_grad()
-    def restore(self, masks: dict[str, torch.Tensor] | None) -> None:
-        """Undo every change; prunable weights become their original values times ``masks`` (if given)."""
-        if masks is not None:
-            for name, param in self.prunable.items():
-                self._originals[param].masked_fill_(~masks[name], 0)
+    def restore(self) -> None:
+        """Undo every change: the model's own tensors, modes, gradients and BatchNorm statistics come back."""
         for tensor, original in self._originals.items():
             tensor.data = original
         self._originals.clear()
+        for buffer, saved in self._statistics.items():
+            buffer.copy_(saved)
         self.scales.clear()
         self.linearized = False
         for param, requires_grad in self._requires_grad.items():

@@ -1,0 +1,121 @@
+"""What happens once the masks are decided: the shuffle ablation, re-initialization, the collapse warning."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from lightning_synflow.pruning.settings import PruningSettings, default_iterations
+
+
+class LayerCollapseWarning(UserWarning):
+    """Pruning left a prunable tensor with no weight at all (layer collapse).
+
+    Filter it like any warning, e.g. ``warnings.simplefilter("error", LayerCollapseWarning)`` to
+    turn a collapse into an error.
+    """
+
+
+def generator_for(seed: int | None) -> torch.Generator | None:
+    """A CPU generator seeded with ``seed``; None (torch's global generator) when ``seed`` is None."""
+    return None if seed is None else torch.Generator().manual_seed(seed)
+
+
+def shuffle_masks(
+    masks: Sequence[torch.Tensor], start: Sequence[torch.Tensor] | None, generator: torch.Generator | None
+) -> list[torch.Tensor]:
+    """Each mask permuted uniformly at random, its kept count unchanged (new tensors).
+
+    The permutation runs over the positions a mask could keep: the whole tensor, or with ``start``
+    (masks that were already in force) only the positions alive in it, so entries pruned before
+    stay pruned. Tensors draw their permutations one after the other from ``generator``.
+
+    Args:
+        masks: final boolean masks (True = kept).
+        start: the masks pruning started from, or None.
+        generator: CPU generator for ``torch.randperm`` (None: torch's global one).
+    """
+    shuffled = []
+    for i, mask in enumerate(masks):
+        flat = mask.reshape(-1)
+        if start is None:
+            order = torch.randperm(flat.numel(), generator=generator).to(flat.device)
+            shuffled.append(flat[order].view_as(mask))
+            continue
+        positions = torch.nonzero(start[i].reshape(-1).to(flat.device)).view(-1)
+        order = torch.randperm(positions.numel(), generator=generator).to(flat.device)
+        result = flat.clone()
+        result[positions] = flat[positions[order]]
+        shuffled.append(result.view_as(mask))
+    return shuffled
+
+
+def reinitialized_modules(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
+    """The modules that own the prunable tensors ``names`` (each once, in order), checked to be re-drawable.
+
+    Each tensor is re-drawn by the module its (first) qualified name belongs to; another module
+    sharing a tied tensor is left alone.
+
+    Raises:
+        ValueError: such a module has no ``reset_parameters`` method (named in the message).
+    """
+    owners: dict[int, nn.Module] = {}
+    for name in names:
+        module_name = name.rpartition(".")[0]
+        module = model.get_submodule(module_name)
+        if not callable(getattr(module, "reset_parameters", None)):
+            raise ValueError(
+                f"`reinitialize=True` re-draws the pruned layers with their own `reset_parameters()`, but "
+                f"{type(module).__name__} {module_name!r} (owner of prunable {name!r}) has no such method. Give it "
+                "one, leave the parameter out (`exclude`), or set `reinitialize=False`."
+            )
+        owners.setdefault(id(module), module)
+    return list(owners.values())
+
+
+def reinitialize(modules: Sequence[nn.Module], seed: int | None) -> None:
+    """Call ``reset_parameters()`` of each module in order, with torch's generators seeded by ``seed`` if given.
+
+    With a seed the draws come from a forked random state seeded with it (CPU, and the CUDA devices
+    the modules live on), so the global random state is as it was afterwards.
+    """
+    devices = sorted(
+        {t.device.index or 0 for m in modules for t in m.parameters(recurse=False) if t.device.type == "cuda"}
+    )
+    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+        if seed is not None:
+            torch.random.default_generator.manual_seed(seed)
+            for device in devices:
+                torch.cuda.default_generators[device].manual_seed(seed)
+        for module in modules:
+            module.reset_parameters()
+
+
+def warn_collapsed(masks: dict[str, torch.Tensor], settings: PruningSettings, stacklevel: int) -> None:
+    """Warn with a :class:`LayerCollapseWarning` naming every tensor left with no kept entry, if any."""
+    emptied = [(name, mask.numel()) for name, mask in masks.items() if not bool(mask.any())]
+    if not emptied:
+        return
+    listed = ", ".join(f"{name!r} (0 of {numel} kept)" for name, numel in emptied)
+    names = [name for name, _ in emptied]
+    remedies = []
+    if settings.method != "synflow":
+        remedies.append("method='synflow' (iterative SynFlow avoids layer collapse)")
+    elif settings.iterations < default_iterations("synflow"):
+        remedies.append(f"more iterations (SynFlow's default is {default_iterations('synflow')})")
+    remedies += [
+        "a lower compression",
+        f"a density floor, e.g. min_density={{{names[0]!r}: 0.01}}",
+        f"leaving the layer out of pruning, exclude={names!r}",
+    ]
+    warnings.warn(
+        LayerCollapseWarning(
+            f"Layer collapse: pruning left no weight in {len(emptied)} prunable tensor(s): {listed}. An emptied layer "
+            "passes no signal from its input (its bias aside), which usually disconnects the network. Try "
+            f"{'; '.join(remedies)}."
+        ),
+        stacklevel=stacklevel,
+    )
