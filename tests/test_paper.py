@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 PAPER = Path(__file__).resolve().parents[1] / "examples" / "paper"
-SCRIPTS = ["fig1_layer_collapse", "fig_layerwise_collapse", "fig3_4_conservation", "fig7_iterations", "fig6_accuracy"]
+SCRIPTS = [
+    "fig1_layer_collapse",
+    "fig_layerwise_collapse",
+    "fig3_4_conservation",
+    "fig7_iterations",
+    "fig6_accuracy",
+    "fig_sanity_checks",
+]
 
 
 def _run(name, out):

@@ -156,12 +156,13 @@ def log10(value: float) -> float:
 
 
 def train_digits_mlp(
-    method: str, log_compression: float, seed: int, epochs: int, lr: float = 0.01
+    method: str, log_compression: float, seed: int, epochs: int, lr: float = 0.01, **options: bool
 ) -> tuple[float, int]:
     """Prune an MLP 64-300-300-300-10 at 10^log_compression (0: dense), train it on the digits, test it.
 
-    SynFlow runs 100 iterations, the baselines one; Adam with ``lr``. Returns the test accuracy (%)
-    and the number of layers left empty by pruning.
+    SynFlow runs 100 iterations, the baselines one; Adam with ``lr``. ``options`` go to
+    ``SynFlowPruning`` (``shuffle``, ``reinitialize``, ``invert``). Returns the test accuracy (%) and
+    the number of layers left empty by pruning.
     """
     from lightning.pytorch import Trainer, seed_everything
 
@@ -177,7 +178,7 @@ def train_digits_mlp(
     pruning = None
     if log_compression > 0:
         pruning = SynFlowPruning(
-            compression=10**log_compression, method=method, seed=seed, verbose=False, progress=False
+            compression=10**log_compression, method=method, seed=seed, verbose=False, progress=False, **options
         )
     trainer = Trainer(
         max_epochs=epochs,

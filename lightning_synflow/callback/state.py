@@ -107,11 +107,12 @@ def differences(
     """What differs in meaning between the checkpoint's settings and today's: name -> (checkpoint, now).
 
     The parameter selection is compared by the parameters it selects on today's model, not by how its
-    patterns are spelled; the seed only matters to the ``random`` method; ``prune_epoch`` and ``levels``
-    are compared with ``schedule`` (default: pruning once at fit start).
+    patterns are spelled; the seed only matters when both draw from it (the ``random`` method, ``shuffle``,
+    ``reinitialize``); ``prune_epoch`` and ``levels`` are compared with ``schedule`` (default: pruning once at
+    fit start).
     """
     ignore = ["parameters", "exclude"]
-    if saved.settings.method != "random" or settings.method != "random":
+    if not (saved.settings.uses_seed and settings.uses_seed):
         ignore.append("seed")
     found = saved.settings.differences(settings, ignore=ignore)
     found.update(saved.schedule.differences(schedule if schedule is not None else RoundSchedule()))

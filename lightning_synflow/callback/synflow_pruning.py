@@ -7,7 +7,7 @@ import weakref
 from collections.abc import Iterator
 from dataclasses import replace
 from itertools import islice
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -86,11 +86,13 @@ class SynFlowPruning(Callback):
         schedule: density schedule across iterations: ``exponential`` (the paper's) or ``linear``.
         scope: ``global`` (one threshold over all layers) or ``local`` (the same density in every layer).
         parameters: glob patterns over ``named_parameters()`` names to prune, e.g. ``["features.*"]``;
-            default: the weight of every Linear and Conv1d/2d/3d layer.
+            default: the weights of every Linear, Conv1d/2d/3d, ConvTranspose1d/2d/3d, MultiheadAttention
+            (``in_proj_weight``) and Hugging Face ``Conv1D`` layer.
         exclude: glob patterns removed from the prunable set, e.g. ``["classifier.weight"]``.
         input_shape: shape of one example without the batch dimension, e.g. ``[3, 32, 32]``; only needed
             when the LightningModule has no ``example_input_array``.
-        seed: seed of the ``random`` method; None draws from torch's global generator.
+        seed: seed of the ``random`` method, of ``shuffle`` and of ``reinitialize``; None draws from torch's
+            global generator.
         score_batches: number of training batches ``snip`` and ``grasp`` score on.
         on_settings_change: what to do when a resumed checkpoint's masks were made with settings of another
             meaning (``prune_epoch`` and ``levels`` included): ``error`` (default) stops with a message naming each
@@ -108,6 +110,16 @@ class SynFlowPruning(Callback):
         levels: lottery-ticket rounds with rewinding: prune to density ``d ** (l / levels)`` at the start of
             epoch ``l * prune_epoch`` (l = 1..levels), then rewind weights, buffers, optimizers and LR
             schedulers to their fit-start state; 1 (default) prunes once, without rewinding.
+        invert: keep the lowest-scored weights instead of the highest (an ablation; the reference's ``--invert``).
+        shuffle: after pruning, permute each tensor's mask uniformly at random (seeded by ``seed``), keeping
+            each tensor's kept count: an ablation that keeps only the per-layer densities.
+        reinitialize: after pruning, re-draw the kept weights (and the biases) of every pruned layer with the
+            layer's own ``reset_parameters``; masks unchanged.
+        train_mode: score with BatchNorm layers in training mode (batch statistics); their running statistics
+            and every module's mode come back as they were.
+        min_density: a floor on the density of prunable tensors: one float for all, or a mapping from name glob
+            to float, e.g. ``{"*shortcut*": 0.2}``. Floors hold exactly at every iteration and the total count
+            stays exact; floors that cannot all hold at the target density are refused at fit start.
 
     Raises:
         MisconfigurationException: an argument outside its allowed values.
@@ -141,6 +153,11 @@ class SynFlowPruning(Callback):
     progress = _Fixed()
     prune_epoch = _Fixed()
     levels = _Fixed()
+    invert = _Fixed()
+    shuffle = _Fixed()
+    reinitialize = _Fixed()
+    train_mode = _Fixed()
+    min_density = _Fixed()
 
     def __init__(
         self,
@@ -161,6 +178,11 @@ class SynFlowPruning(Callback):
         progress: Optional[bool] = None,
         prune_epoch: int = 0,
         levels: int = 1,
+        invert: bool = False,
+        shuffle: bool = False,
+        reinitialize: bool = False,
+        train_mode: bool = False,
+        min_density: Optional[Union[float, dict[str, float]]] = None,
     ) -> None:
         try:
             settings = PruningSettings.create(
@@ -173,6 +195,11 @@ class SynFlowPruning(Callback):
                 parameters=parameters,
                 exclude=exclude,
                 seed=seed,
+                invert=invert,
+                shuffle=shuffle,
+                reinitialize=reinitialize,
+                train_mode=train_mode,
+                min_density=min_density,
             )
         except (TypeError, ValueError) as error:
             raise MisconfigurationException(f"SynFlowPruning: {error}") from error
@@ -197,10 +224,10 @@ class SynFlowPruning(Callback):
             if not (isinstance(flag, bool) or (flag is None and name == "progress")):
                 raise MisconfigurationException(f"SynFlowPruning: `{name}` must be true or false, got {flag!r}.")
         try:
-            schedule = RoundSchedule.create(prune_epoch, levels)
+            rounds = RoundSchedule.create(prune_epoch, levels)
         except ValueError as error:
             raise MisconfigurationException(f"SynFlowPruning: {error}") from error
-        if shrink and schedule != RoundSchedule():
+        if shrink and rounds != RoundSchedule():
             raise MisconfigurationException(
                 "SynFlowPruning: `shrink=True` needs `prune_epoch=0` and `levels=1` (a thinner network mid-fit would "
                 f"need new optimizers and would break rewinding); got prune_epoch={prune_epoch}, levels={levels}."
@@ -222,9 +249,14 @@ class SynFlowPruning(Callback):
             "progress": progress,
             "prune_epoch": prune_epoch,
             "levels": levels,
+            "invert": invert,
+            "shuffle": shuffle,
+            "reinitialize": reinitialize,
+            "train_mode": train_mode,
+            "min_density": dict(min_density) if isinstance(min_density, dict) else min_density,
         }
         self._settings = settings
-        self._schedule = schedule
+        self._schedule = rounds
         #: Boolean masks (True = kept) keyed by qualified parameter name, once pruned or restored.
         self.masks: Optional[dict[str, torch.Tensor]] = None
         #: The masks and schedule progress of every module this instance pruned (or is pruning in rounds).
@@ -232,7 +264,7 @@ class SynFlowPruning(Callback):
         # What the masks in force follow: these settings and schedule (the checkpoint's under on_settings_change
         # 'keep'), the number of rounds done, and the fit-start state the lottery rounds still to come rewind to.
         self._made_with = settings
-        self._following = schedule
+        self._following = rounds
         self._done = 0
         self._rewind: Optional[RewindPoint] = None
         self._saved: Optional[SavedMasks] = None

@@ -168,7 +168,8 @@ def prune(
         iterations: prune iterations; default 100 for SynFlow, 1 for the baselines.
         schedule: density schedule over iterations, ``"exponential"`` or ``"linear"``.
         scope: ``"global"`` (one threshold) or ``"local"`` (per tensor).
-        parameters: glob patterns over ``named_parameters()`` names; default every Conv/Linear weight.
+        parameters: glob patterns over ``named_parameters()`` names; default every Linear, Conv, ConvTranspose,
+            MultiheadAttention in-projection and Hugging Face ``Conv1D`` weight.
         exclude: glob patterns removed from the prunable set.
         example_input: batch-shaped tensor, tuple or dict (values unused); needed by SynFlow.
         batches: the batches SNIP and GraSP score on (read once, kept): ``(inputs, targets)``
@@ -408,7 +409,7 @@ def _validate_inputs(
                 "method='synflow' needs `example_input`: a tensor (or tuple/dict of tensors) shaped like a batch, "
                 "e.g. torch.zeros(1, 3, 32, 32); only its shape is used."
             )
-        validate_example_input(data.example_input)
+        validate_example_input(data.example_input, model)
     if method in DATA_METHODS:
         if batches is None:
             raise ValueError(

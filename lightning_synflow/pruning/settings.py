@@ -143,7 +143,8 @@ class PruningSettings:
         iterations: prune-score iterations (the method's default filled in).
         schedule: density schedule across iterations.
         scope: one threshold for all tensors (``global``) or one per tensor (``local``).
-        parameters: glob patterns of the prunable parameters (None: every Linear/Conv weight).
+        parameters: glob patterns of the prunable parameters (None: the default selection of
+            :func:`~lightning_synflow.pruning.targets.select_prunable`).
         exclude: glob patterns removed from the prunable set.
         seed: seed of the ``random`` method, of ``shuffle`` and of ``reinitialize`` (None: torch's
             global generator).
@@ -211,6 +212,11 @@ class PruningSettings:
             train_mode=_flag("train_mode", train_mode),
             min_density=_min_density(min_density),
         )
+
+    @property
+    def uses_seed(self) -> bool:
+        """Whether ``seed`` changes the result: the ``random`` method, ``shuffle`` or ``reinitialize``."""
+        return self.method == "random" or self.shuffle or self.reinitialize
 
     @property
     def sparsity(self) -> float:
