@@ -240,10 +240,15 @@ def main(args: Optional[list[str]] = None) -> int:
 
     Returns 0 after a successful run, so the console script's ``sys.exit(main())`` exits 0; argument errors exit
     with code 2 (``SystemExit``) and other failures raise. Use :func:`cli_main` to get the ``SynFlowCLI`` back.
-    ``export`` is handled by :func:`export_main`; every other subcommand is LightningCLI's.
+    ``export`` is handled by :func:`export_main` and ``sweep`` by :func:`lightning_synflow.sweep.sweep_main` (which
+    returns 1 when a run of the grid failed and 130 when stopped by Ctrl+C); every other subcommand is LightningCLI's.
     """
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] == "export":
         return export_main(argv[1:])
+    if argv and argv[0] == "sweep":
+        from lightning_synflow.sweep import sweep_main
+
+        return sweep_main(argv[1:])
     cli_main(args)  # None: LightningCLI reads sys.argv itself (and does not warn about receiving both)
     return 0
