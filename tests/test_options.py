@@ -12,7 +12,7 @@ from torch import nn
 
 from lightning_synflow import prune, score
 from lightning_synflow.models import MLP
-from lightning_synflow.pruning.finish import shuffle_masks
+from lightning_synflow.pruning.finish import reinitialize_seed, shuffle_masks
 from lightning_synflow.pruning.loop import ScoringData, prune_with
 from lightning_synflow.pruning.schedule import prune_count, schedule_densities
 from lightning_synflow.pruning.settings import PruningSettings
@@ -215,7 +215,7 @@ def test_reinitialize_redraws_kept_weights_with_each_layers_initializer():
     assert torch.equal(torch.random.get_rng_state(), state)  # seeded draws leave the global state alone
     # Independently: the same modules' reset_parameters, in order, from the same seed.
     fresh = copy.deepcopy(original)
-    torch.manual_seed(11)
+    torch.manual_seed(reinitialize_seed(11))
     for module in fresh.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             module.reset_parameters()
@@ -232,6 +232,17 @@ def test_reinitialize_redraws_kept_weights_with_each_layers_initializer():
     for name in ["0.bias", "3.bias", "7.bias"]:  # the layers' biases are re-drawn too
         assert torch.equal(params[name].detach(), fresh_params[name].detach())
     assert torch.equal(params["1.weight"].detach(), old["1.weight"])  # BatchNorm is not re-drawn
+
+
+def test_reinitialize_with_the_seed_the_model_was_built_from_still_redraws():
+    """seed_everything(s) then a model, then reinitialize with seed=s: the kept weights must change."""
+    torch.manual_seed(7)
+    model = mlp([8, 16, 4])
+    original = copy.deepcopy(model)
+    masks = prune(model, sparsity=0.5, method="magnitude", reinitialize=True, seed=7)
+    params, old = dict(model.named_parameters()), dict(original.named_parameters())
+    for name, mask in masks.items():
+        assert not torch.equal(params[name].detach()[mask], old[name].detach()[mask]), name
 
 
 def test_reinitialize_resets_a_tied_tensor_once_by_its_owner():
@@ -253,7 +264,7 @@ def test_reinitialize_resets_a_tied_tensor_once_by_its_owner():
     assert calls == [model.emb] and list(masks) == ["emb.weight"]
     assert torch.equal(model.head.bias.detach(), head_bias)
     fresh = nn.Embedding(10, 6)
-    torch.manual_seed(0)
+    torch.manual_seed(reinitialize_seed(0))
     fresh.reset_parameters()
     assert torch.equal(model.emb.weight.detach(), torch.where(masks["emb.weight"], fresh.weight.detach(), 0.0))
 

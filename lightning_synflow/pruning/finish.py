@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -76,20 +77,36 @@ def reinitialized_modules(model: nn.Module, names: Sequence[str]) -> list[nn.Mod
     return list(owners.values())
 
 
-def reinitialize(modules: Sequence[nn.Module], seed: int | None) -> None:
-    """Call ``reset_parameters()`` of each module in order, with torch's generators seeded by ``seed`` if given.
+#: Mixed with the user's seed so re-initialization draws a stream of its own (see :func:`reinitialize_seed`).
+REINITIALIZE_STREAM = 0x2E1D
 
-    With a seed the draws come from a forked random state seeded with it (CPU, and the CUDA devices
-    the modules live on), so the global random state is as it was afterwards.
+
+def reinitialize_seed(seed: int) -> int:
+    """The seed re-initialization draws from, derived from the user's ``seed``.
+
+    Not ``seed`` itself: a model built right after ``seed_everything(seed)`` would otherwise be
+    "re-drawn" into exactly its original weights, silently turning the ablation into a no-op.
+    """
+    state = np.random.SeedSequence((seed % 2**64, REINITIALIZE_STREAM)).generate_state(1, dtype=np.uint64)
+    return int(state[0] >> np.uint64(1))
+
+
+def reinitialize(modules: Sequence[nn.Module], seed: int | None) -> None:
+    """Call ``reset_parameters()`` of each module in order, seeded from ``seed`` if given.
+
+    With a seed the draws come from a forked random state seeded with :func:`reinitialize_seed`
+    (CPU, and the CUDA devices the modules live on), so the global random state is as it was
+    afterwards.
     """
     devices = sorted(
         {t.device.index or 0 for m in modules for t in m.parameters(recurse=False) if t.device.type == "cuda"}
     )
     with torch.random.fork_rng(devices=devices, enabled=seed is not None):
         if seed is not None:
-            torch.random.default_generator.manual_seed(seed)
+            derived = reinitialize_seed(seed)
+            torch.random.default_generator.manual_seed(derived)
             for device in devices:
-                torch.cuda.default_generators[device].manual_seed(seed)
+                torch.cuda.default_generators[device].manual_seed(derived)
         for module in modules:
             module.reset_parameters()
 
