@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench paper clean
+.PHONY: install demo test lint bench paper clean docs typecheck wheel-check
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -24,6 +24,21 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# The documentation site, in docs/_build/html. Warnings are errors: a broken reference or a public object
+# without a docstring fails the build (docs/_ext/docstring_check.py).
+docs: $(STAMP)
+	$(PY) -m sphinx -E -W --keep-going -q -b html docs docs/_build/html
+
+# mypy --strict over the package (settings in pyproject.toml).
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+# Build the wheel and the sdist, twine check them, install the wheel into a fresh virtual environment
+# outside the source tree and run `lightning-synflow` from there (.ci/wheel_check; a few minutes).
+wheel-check: $(STAMP)
+	PY=$(abspath $(PY)) bash .ci/wheel_check
 
 bench: $(STAMP)
 	$(PY) benchmarks/scoring_speed.py
@@ -32,4 +47,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/digits_accuracy.py
 
 clean:
-	rm -rf $(VENV) outputs lightning_logs .pytest_cache
+	rm -rf $(VENV) outputs lightning_logs .pytest_cache .mypy_cache docs/_build dist build

@@ -52,11 +52,11 @@ class CIFARDataModule(LightningDataModule):
 
     def _dataset(self, train: bool, augment: bool, download: bool = False) -> Any:
         tv = _torchvision()
-        mean, std = _STATS[self.hparams.num_classes]
+        mean, std = _STATS[self.hparams["num_classes"]]
         steps = [tv.transforms.RandomCrop(32, padding=4), tv.transforms.RandomHorizontalFlip()] if augment else []
         transform = tv.transforms.Compose([*steps, tv.transforms.ToTensor(), tv.transforms.Normalize(mean, std)])
-        cls = tv.datasets.CIFAR10 if self.hparams.num_classes == 10 else tv.datasets.CIFAR100
-        return cls(self.hparams.data_dir, train=train, transform=transform, download=download)
+        cls = tv.datasets.CIFAR10 if self.hparams["num_classes"] == 10 else tv.datasets.CIFAR100
+        return cls(self.hparams["data_dir"], train=train, transform=transform, download=download)
 
     def prepare_data(self) -> None:
         """Download the data once."""
@@ -69,19 +69,21 @@ class CIFARDataModule(LightningDataModule):
 
         hp = self.hparams
         augmented, plain = self._dataset(True, True), self._dataset(True, False)
-        order = torch.randperm(len(plain), generator=torch.Generator().manual_seed(hp.seed)).tolist()
-        self.train_set = Subset(augmented, order[hp.val_size :])
-        self.val_set = Subset(plain, order[: hp.val_size])
+        order = torch.randperm(len(plain), generator=torch.Generator().manual_seed(hp["seed"])).tolist()
+        self.train_set = Subset(augmented, order[hp["val_size"] :])
+        self.val_set = Subset(plain, order[: hp["val_size"]])
         self.test_set = self._dataset(False, False)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader[Any]:
         """Shuffled, augmented training batches."""
-        return DataLoader(self.train_set, self.hparams.batch_size, shuffle=True, num_workers=self.hparams.num_workers)
+        return DataLoader(
+            self.train_set, self.hparams["batch_size"], shuffle=True, num_workers=self.hparams["num_workers"]
+        )
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader[Any]:
         """Validation batches."""
-        return DataLoader(self.val_set, self.hparams.batch_size, num_workers=self.hparams.num_workers)
+        return DataLoader(self.val_set, self.hparams["batch_size"], num_workers=self.hparams["num_workers"])
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader[Any]:
         """Test batches."""
-        return DataLoader(self.test_set, self.hparams.batch_size, num_workers=self.hparams.num_workers)
+        return DataLoader(self.test_set, self.hparams["batch_size"], num_workers=self.hparams["num_workers"])

@@ -52,8 +52,8 @@ class DigitsDataModule(LightningDataModule):
     def input_shape(self) -> list[int]:
         """Shape of one example without the batch dimension."""
         hp = self.hparams
-        shape = [hp.channels, hp.image_size, hp.image_size]
-        return [shape[0] * shape[1] * shape[2]] if hp.flatten else shape
+        shape = [hp["channels"], hp["image_size"], hp["image_size"]]
+        return [shape[0] * shape[1] * shape[2]] if hp["flatten"] else shape
 
     def _tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         try:
@@ -63,10 +63,12 @@ class DigitsDataModule(LightningDataModule):
         digits = load_digits()
         hp = self.hparams
         images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-        if hp.image_size != 8:
-            images = F.interpolate(images, size=(hp.image_size, hp.image_size), mode="bilinear", align_corners=False)
-        images = images.repeat(1, hp.channels, 1, 1)
-        if hp.flatten:
+        if hp["image_size"] != 8:
+            images = F.interpolate(
+                images, size=(hp["image_size"], hp["image_size"]), mode="bilinear", align_corners=False
+            )
+        images = images.repeat(1, hp["channels"], 1, 1)
+        if hp["flatten"]:
             images = images.flatten(1)
         return images, torch.tensor(digits.target, dtype=torch.long)
 
@@ -76,29 +78,29 @@ class DigitsDataModule(LightningDataModule):
             return
         images, targets = self._tensors()
         hp = self.hparams
-        order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(hp.seed))
-        n_test = int(round(hp.test_fraction * len(order)))
-        n_val = int(round(hp.val_fraction * len(order)))
+        order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(hp["seed"]))
+        n_test = int(round(hp["test_fraction"] * len(order)))
+        n_val = int(round(hp["val_fraction"] * len(order)))
         parts = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
         self.splits = {name: TensorDataset(images[index], targets[index]) for name, index in parts.items()}
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool) -> DataLoader[tuple[torch.Tensor, ...]]:
         self.setup()
         return DataLoader(
             self.splits[split],
-            batch_size=self.hparams.batch_size,
+            batch_size=self.hparams["batch_size"],
             shuffle=shuffle,
-            num_workers=self.hparams.num_workers,
+            num_workers=self.hparams["num_workers"],
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
         """Shuffled training batches."""
         return self._loader("train", shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
         """Validation batches."""
         return self._loader("val", shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
         """Test batches."""
         return self._loader("test", shuffle=False)

@@ -68,6 +68,8 @@ import torch.fx
 from torch import Tensor, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torch.nn import functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd
 
 from lightning_synflow.export.sparse_file import apply_masks
 from lightning_synflow.pruning.inputs import ones_batch
@@ -366,9 +368,14 @@ def _describe(node: torch.fx.Node, modules: Mapping[str, nn.Module]) -> str:
     return f"node {node.name!r} ({node.op} {node.target})"
 
 
-def _zero_padded(conv: nn.Module) -> bool:
-    pads = conv._reversed_padding_repeated_twice  # type: ignore[attr-defined]
+def _zero_padded(conv: _ConvNd) -> bool:
+    pads = conv._reversed_padding_repeated_twice
     return conv.padding_mode == "zeros" and any(p != 0 for p in pads)
+
+
+def _bind(names: list[str], node: torch.fx.Node) -> dict[str, Any]:
+    """A call's arguments by name: the positional ones matched to ``names`` in order, then the keywords."""
+    return dict(zip(names, node.args)) | dict(node.kwargs)
 
 
 class _Analysis:
@@ -396,7 +403,7 @@ class _Analysis:
         self.pinned: dict[str, str] = {}  # module -> node reading its tensors outside its call
         self.calls: Counter[str] = Counter()
         self.env: dict[torch.fx.Node, Any] = {}
-        self.owner = {}  # producer group -> module, for messages
+        self.owner: dict[int, str] = {}  # producer group -> module, for messages
         self._cache: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
 
     # ---- helpers
@@ -413,6 +420,7 @@ class _Analysis:
         """Kept-weight pattern (out, in) of a Conv/Linear, its masked weight summed over the kernel, its bias."""
         if name not in self._cache:
             module = self.modules[name]
+            assert isinstance(module, _LAYERS)
             weight = module.weight.detach()
             mask = self.masks.get(f"{name}.weight")
             if mask is None:  # no mask: every weight is kept
@@ -533,10 +541,13 @@ class _Analysis:
         if not isinstance(x, _Value) or len(node.args) != 1 or node.kwargs:
             return self.unknown_use(node)
         if kind in _CONVS:
+            assert isinstance(module, _ConvNd)
             return self.conv(node, name, module, x)
         if kind is nn.Linear:
+            assert isinstance(module, nn.Linear)
             return self.linear(node, name, module, x)
         if kind in _NORMS:
+            assert isinstance(module, _BatchNorm)
             return self.norm(node, name, module, x)
         if kind in _ELEMENTWISE_MODULES:
             return self.elementwise(node, x, module)
@@ -554,6 +565,7 @@ class _Analysis:
         if kind is nn.Upsample:
             return self.pool(node, x, x.ndim - 2 if x.ndim else 1, False)
         if kind is nn.Flatten:
+            assert isinstance(module, nn.Flatten)
             return self.flatten(node, x, module.start_dim, module.end_dim)
         return self.unknown_use(node)
 
@@ -582,10 +594,12 @@ class _Analysis:
         if any(isinstance(v, _Value) for v in others):
             return self.unknown_use(node)
         if (not method and target in _ELEMENTWISE_FUNCTIONS) or (method and target in _ELEMENTWISE_METHODS):
-            args, kwargs = node.args[1:], dict(node.kwargs)
+            rest, kwargs = node.args[1:], dict(node.kwargs)
             if method:
-                return self.elementwise(node, x, lambda k: getattr(k, str(target))(*args, **kwargs))
-            return self.elementwise(node, x, lambda k: target(k, *args, **kwargs))
+                return self.elementwise(node, x, lambda k: getattr(k, str(target))(*rest, **kwargs))
+            assert callable(target)
+            function = target
+            return self.elementwise(node, x, lambda k: function(k, *rest, **kwargs))
         if (not method and target in _IDENTITY_FUNCTIONS) or (method and target in _IDENTITY_METHODS):
             return self.elementwise(node, x, None)
         if not method and target in _POOL_FUNCTIONS:
@@ -602,17 +616,18 @@ class _Analysis:
                     "count_include_pad",
                     "divisor_override",
                 ]
-                args = dict(zip(names, node.args)) | dict(node.kwargs)
-                padding = args.get("padding", 0)
+                bound = _bind(names, node)
+                padding = bound.get("padding", 0)
                 padded = any(p != 0 for p in (padding if isinstance(padding, (tuple, list)) else (padding,)))
-                zero_only = (padded and args.get("count_include_pad", True)) or args.get("divisor_override") is not None
+                zero_only = (padded and bound.get("count_include_pad", True)) or bound.get(
+                    "divisor_override"
+                ) is not None
             return self.pool(node, x, _POOL_FUNCTIONS[target], zero_only)
         if not method and target is F.interpolate:
             return self.pool(node, x, x.ndim - 2 if x.ndim else 1, False)
         if (not method and target is torch.flatten) or (method and target == "flatten"):
-            names = ["input", "start_dim", "end_dim"]
-            args = dict(zip(names, node.args)) | dict(node.kwargs)
-            return self.flatten(node, x, args.get("start_dim", 0), args.get("end_dim", -1))
+            bound = _bind(["input", "start_dim", "end_dim"], node)
+            return self.flatten(node, x, bound.get("start_dim", 0), bound.get("end_dim", -1))
         if (method and target in ("view", "reshape")) or (not method and target is torch.reshape):
             return self.reshape(node, x)
         if (method and target == "mean") or (not method and target is torch.mean):
@@ -620,9 +635,7 @@ class _Analysis:
         if not method and target is operator.getitem and len(node.args) == 2:
             return self.index(node, x, node.args[1])
         if (method and target == "unsqueeze") or (not method and target is torch.unsqueeze):
-            names = ["input", "dim"]
-            args = dict(zip(names, node.args)) | dict(node.kwargs)
-            new = args.get("dim")
+            new = _bind(["input", "dim"], node).get("dim")
             if not isinstance(new, int) or x.ndim is None:
                 return self.unknown_use(node, " (pass `example_input`)")
             new = new + x.ndim + 1 if new < 0 else new
@@ -632,7 +645,7 @@ class _Analysis:
 
     # ---- layers
 
-    def conv(self, node: torch.fx.Node, name: str, module: nn.Module, x: _Value) -> Any:
+    def conv(self, node: torch.fx.Node, name: str, module: _ConvNd, x: _Value) -> Any:
         if module.groups != 1:
             raise _Refused(
                 f"module {name!r} ({type(module).__name__}) is a grouped convolution (groups={module.groups}): its "
@@ -651,6 +664,7 @@ class _Analysis:
                 why = " (its input channels are not the channel dimension followed so far)"
                 self.unknown.append((_describe(node, self.modules), why, self.groups_of([x])))
             else:
+                assert x.const is not None and x.k is not None
                 zero_only = _zero_padded(module)
                 absorbable = self.absorbable(x.const, x.k, module.bias is not None and not zero_only)
                 self.sites.append(_Site(name, list(x.segments), absorbable, x.const, x.k))
@@ -661,7 +675,7 @@ class _Analysis:
         ndim = x.ndim if x.ndim is not None else spatial + 2
         return self.checked(node, _Value([(group, 1)], dim=1 if batched else 0, ndim=ndim, const=const, k=k))
 
-    def linear(self, node: torch.fx.Node, name: str, module: nn.Module, x: _Value) -> Any:
+    def linear(self, node: torch.fx.Node, name: str, module: nn.Linear, x: _Value) -> Any:
         kept, summed, bias = self.layer(name)
         out, inp = kept.shape
         in_const = torch.zeros(inp, dtype=torch.bool)
@@ -677,6 +691,7 @@ class _Analysis:
                 why = " (its input features are not the channels followed so far)"
                 self.unknown.append((_describe(node, self.modules), why, self.groups_of([x])))
             else:
+                assert x.const is not None and x.k is not None
                 segments = [(g, b * scale) for g, b in x.segments]
                 repeats = torch.tensor([b for g, b in segments for _ in range(self.groups.size[g])])
                 absorbable = self.absorbable(x.const, x.k, module.bias is not None)
@@ -702,7 +717,7 @@ class _Analysis:
         k = bias + summed @ in_k
         return const, k
 
-    def norm(self, node: torch.fx.Node, name: str, module: nn.Module, x: _Value) -> Any:
+    def norm(self, node: torch.fx.Node, name: str, module: _BatchNorm, x: _Value) -> Any:
         if x.segments is None:
             return self.opaque(node, [x])
         dim = self.channel_dim(x)
@@ -714,11 +729,11 @@ class _Analysis:
         self.norms[name] = list(x.segments)
         assert x.k is not None
         k = x.k
-        weight = module.weight.detach().double().cpu() if module.affine else torch.ones_like(k)
-        bias = module.bias.detach().double().cpu() if module.affine else torch.zeros_like(k)
+        weight = module.weight.detach().double().cpu() if module.weight is not None else torch.ones_like(k)
+        bias = module.bias.detach().double().cpu() if module.bias is not None else torch.zeros_like(k)
         for key, tensor in (("weight", weight), ("bias", bias)):
             mask = self.masks.get(f"{name}.{key}")
-            if mask is not None and module.affine:
+            if mask is not None and getattr(module, key) is not None:
                 tensor.mul_(mask.cpu().double())
         if module.running_mean is not None and module.running_var is not None:
             mean = module.running_mean.detach().double().cpu()
@@ -821,11 +836,10 @@ class _Analysis:
         return self.checked(node, replace(x, dim=position, ndim=x.ndim + added))
 
     def mean(self, node: torch.fx.Node, x: _Value) -> Any:
-        names = ["input", "dim", "keepdim"]
-        args = dict(zip(names, node.args)) | dict(node.kwargs)
-        dims, keepdim = args.get("dim"), args.get("keepdim", False)
+        bound = _bind(["input", "dim", "keepdim"], node)
+        dims, keepdim = bound.get("dim"), bound.get("keepdim", False)
         dim, ndim = self.channel_dim(x), x.ndim
-        if dims is None or dim is None or ndim is None or "dtype" in args:
+        if dims is None or dim is None or ndim is None or "dtype" in bound:
             return self.unknown_use(node)
         dims = list(dims) if isinstance(dims, (tuple, list)) else [dims]
         if not all(isinstance(d, int) for d in dims):
@@ -851,8 +865,10 @@ class _Analysis:
         fn = _OPS[op]
         numbers = (int, float, bool)
         if isinstance(a, _Value) and a.segments is not None and isinstance(b, numbers):
+            assert a.k is not None
             return self.checked(node, replace(a, k=fn(a.k, b * alpha)))
         if isinstance(b, _Value) and b.segments is not None and isinstance(a, numbers):
+            assert b.k is not None
             return self.checked(node, replace(b, k=fn(a, b.k * alpha)))
         if isinstance(a, _Value) and isinstance(b, _Value) and (a.segments is None) != (b.segments is None):
             # with a tensor whose channels are not followed (the model's input, ...): keep these channels whole
@@ -871,6 +887,7 @@ class _Analysis:
         if ca != cb and 1 in (ca, cb):  # broadcast of a single channel: keep it whole
             one, many = (a, b) if ca == 1 else (b, a)
             self.fix([one])
+            assert many.const is not None and one.const is not None
             const = many.const & one.const
             ka, kb = (a.k, b.k * alpha)
             return self.checked(node, replace(many, const=const, k=fn(ka, kb)))
@@ -899,9 +916,9 @@ class _Analysis:
 
     def cat(self, node: torch.fx.Node) -> Any:
         names = ["tensors", "dim"]
-        args = dict(zip(names, node.args)) | dict(node.kwargs)
-        tensors = args.get("tensors")
-        if not isinstance(tensors, (list, tuple)) or set(args) - set(names):
+        bound = _bind(names, node)
+        tensors = bound.get("tensors")
+        if not isinstance(tensors, (list, tuple)) or set(bound) - set(names):
             return self.unknown_use(node)
         values = [self.value(t) for t in tensors]
         if not all(isinstance(v, _Value) and v.segments is not None for v in values):
@@ -913,7 +930,7 @@ class _Analysis:
         if len(dims) != 1 or len(ndims) != 1 or None in dims or None in ndims or len(scales) != 1 or None in scales:
             return self.unknown_use(node, " (its inputs' channel dimensions differ)")
         dim, ndim = first.dim if first.dim is not None else first.ndim - 1, first.ndim
-        cat_dim = args.get("dim", 0)
+        cat_dim = bound.get("dim", 0)
         cat_dim = cat_dim + ndim if cat_dim < 0 else cat_dim
         if cat_dim != dim:
             return self.unknown_use(node, " (it concatenates along a dimension other than the channels)")
@@ -986,6 +1003,7 @@ def _propagate_shapes(gm: torch.fx.GraphModule, model: nn.Module, example_input:
     device = parameter.device if parameter is not None else torch.device("cpu")
     batch = ones_batch(example_input, dtype, device)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    args: list[Any]
     if isinstance(batch, Mapping):
         args = []
         for node in placeholders:
@@ -1240,6 +1258,7 @@ def _build_plan(
 def _sizes(module: nn.Module) -> list[int]:
     if isinstance(module, _NORMS):
         return [module.num_features]
+    assert isinstance(module, _LAYERS)
     return [int(module.weight.shape[0]), int(module.weight.shape[1])]
 
 
@@ -1249,7 +1268,8 @@ def _param_count(module: nn.Module, plan: Optional[ShrinkPlan] = None, name: str
     sizes = plan.sizes[name]
     out = len(plan.keep_out[name]) if name in plan.keep_out else sizes[0]
     if isinstance(module, _NORMS):
-        return 2 * out if module.affine else 0
+        return out * sum(p is not None for p in (module.weight, module.bias))
+    assert isinstance(module, _LAYERS)
     inp = len(plan.keep_in[name]) if name in plan.keep_in else sizes[1]
     kernel = module.weight[0, 0].numel()
     return out * inp * kernel + (out if module.bias is not None else 0)
@@ -1264,63 +1284,91 @@ def _index(tensor: Tensor, dim: int, index: Optional[Tensor]) -> Tensor:
 
 def _thinner(module: nn.Module, name: str, plan: ShrinkPlan) -> nn.Module:
     out = plan.keep_out.get(name)
-    inp = plan.keep_in.get(name)
+    if isinstance(module, _NORMS):
+        new = _thinner_norm(module, out)
+    else:
+        assert isinstance(module, _LAYERS)
+        new = _thinner_layer(module, name, plan, out, plan.keep_in.get(name))
+    new.train(module.training)
+    return new
+
+
+def _thinner_norm(module: _BatchNorm, out: Optional[Tensor]) -> nn.Module:
+    """A BatchNorm over the kept channels ``out`` (all when None); affine or not, with running statistics or not."""
+    reference = module.weight if module.weight is not None else module.running_mean
+    dtype = reference.dtype if reference is not None else torch.get_default_dtype()
+    size = len(out) if out is not None else module.num_features
+    new = type(module)(
+        size,
+        eps=module.eps,
+        momentum=module.momentum,
+        affine=module.affine,
+        track_running_stats=module.track_running_stats,
+        device="meta",
+        dtype=dtype,
+    )
+    for key in ("weight", "bias"):  # an affine BatchNorm may have a weight and no bias (torch >= 2.13)
+        param = getattr(module, key)
+        if param is not None:
+            setattr(new, key, nn.Parameter(_index(param.detach(), 0, out).clone(), param.requires_grad))
+        elif getattr(new, key) is not None:
+            new.register_parameter(key, None)
+    for key in ("running_mean", "running_var"):
+        buffer = getattr(module, key)
+        if buffer is not None:
+            setattr(new, key, _index(buffer, 0, out).clone())
+    if module.num_batches_tracked is not None:
+        new.num_batches_tracked = module.num_batches_tracked.clone()
+    return new
+
+
+def _thinner_layer(
+    module: Union[nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d],
+    name: str,
+    plan: ShrinkPlan,
+    out: Optional[Tensor],
+    inp: Optional[Tensor],
+) -> nn.Module:
+    """A Linear or Conv with the kept output channels ``out`` and input channels ``inp`` (all when None)."""
     weight = module.weight
     memory = (
         torch.channels_last
         if weight.dim() == 4 and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
         else torch.contiguous_format
     )
-    factory = {"device": "meta", "dtype": weight.dtype}
-    if isinstance(module, _NORMS):
-        size = len(out) if out is not None else module.num_features
-        new = type(module)(
-            size,
-            eps=module.eps,
-            momentum=module.momentum,
-            affine=module.affine,
-            track_running_stats=module.track_running_stats,
-            **factory,
-        )
-        for key in ("weight", "bias"):
-            param = getattr(module, key)
-            if param is not None:
-                setattr(new, key, nn.Parameter(_index(param.detach(), 0, out).clone(), param.requires_grad))
-        for key in ("running_mean", "running_var"):
-            buffer = getattr(module, key)
-            if buffer is not None:
-                setattr(new, key, _index(buffer, 0, out).clone())
-        if module.num_batches_tracked is not None:
-            new.num_batches_tracked = module.num_batches_tracked.clone()
+    out_size = len(out) if out is not None else weight.shape[0]
+    in_size = len(inp) if inp is not None else weight.shape[1]
+    new: Union[nn.Linear, _ConvNd]
+    if isinstance(module, nn.Linear):
+        new = nn.Linear(in_size, out_size, bias=module.bias is not None, device="meta", dtype=weight.dtype)
     else:
-        out_size = len(out) if out is not None else weight.shape[0]
-        in_size = len(inp) if inp is not None else weight.shape[1]
-        if isinstance(module, nn.Linear):
-            new = nn.Linear(in_size, out_size, bias=module.bias is not None, **factory)
-        else:
-            new = type(module)(
-                in_size,
-                out_size,
-                module.kernel_size,
-                stride=module.stride,
-                padding=module.padding,
-                dilation=module.dilation,
-                groups=1,
-                bias=module.bias is not None,
-                padding_mode=module.padding_mode,
-                **factory,
-            )
-        values = _index(_index(weight.detach(), 0, out), 1, inp).contiguous(memory_format=memory)
-        new.weight = nn.Parameter(values.clone(), weight.requires_grad)
-        if module.bias is not None:
-            bias = _index(module.bias.detach(), 0, out).clone()
-            shift = plan.bias_shift.get(name)
-            if shift is not None:
-                bias += _index(shift.to(bias.device), 0, out).to(bias.dtype)
-            new.bias = nn.Parameter(bias, module.bias.requires_grad)
-        elif name in plan.bias_shift:
-            raise ValueError(f"the plan folds constants into the bias of {name!r}, which has none")
-    new.train(module.training)
+        # The layer's own settings, as the stubs type them (tuple[int, ...]) rather than the constructor does.
+        geometry: dict[str, Any] = {
+            "kernel_size": module.kernel_size,
+            "stride": module.stride,
+            "padding": module.padding,
+            "dilation": module.dilation,
+        }
+        new = type(module)(
+            in_size,
+            out_size,
+            groups=1,
+            bias=module.bias is not None,
+            padding_mode=module.padding_mode,
+            device="meta",
+            dtype=weight.dtype,
+            **geometry,
+        )
+    values = _index(_index(weight.detach(), 0, out), 1, inp).contiguous(memory_format=memory)
+    new.weight = nn.Parameter(values.clone(), weight.requires_grad)
+    if module.bias is not None:
+        bias = _index(module.bias.detach(), 0, out).clone()
+        shift = plan.bias_shift.get(name)
+        if shift is not None:
+            bias += _index(shift.to(bias.device), 0, out).to(bias.dtype)
+        new.bias = nn.Parameter(bias, module.bias.requires_grad)
+    elif name in plan.bias_shift:
+        raise ValueError(f"the plan folds constants into the bias of {name!r}, which has none")
     return new
 
 

@@ -15,7 +15,7 @@ Its metadata (string to string, JSON where structured):
 - ``masked``: per masked key its ``shape``, ``dtype`` (e.g. ``"float32"``) and ``kept`` count (JSON);
 - ``tied``: keys that share their tensor with an earlier key, stored once: ``{key: earlier key}`` (JSON);
 - ``crc32``: the CRC-32 of every stored tensor's bytes, by tensor name (JSON);
-- ``metadata_crc32``: the CRC-32 of all the other metadata (:func:`_metadata_crc32`),
+- ``metadata_crc32``: the CRC-32 of all the other metadata entries, as key-sorted JSON,
 
 so that a damaged file is refused instead of loaded.
 """
@@ -243,7 +243,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def _crc32(tensor: torch.Tensor) -> int:
-    return zlib.crc32(tensor.reshape(-1).view(torch.uint8).numpy())
+    return zlib.crc32(tensor.reshape(-1).view(torch.uint8).numpy().data)
 
 
 def _metadata_crc32(metadata: Mapping[str, str]) -> str:

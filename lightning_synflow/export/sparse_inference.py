@@ -90,6 +90,11 @@ class _CSRWeight(nn.Module):
     (a CSR tensor can do none of these as a buffer); the cache is dropped whenever they are replaced.
     """
 
+    crow_indices: torch.Tensor
+    col_indices: torch.Tensor
+    values: torch.Tensor
+    bias: torch.Tensor | None
+
     def __init__(self, matrix: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
         with _no_beta_warning():
@@ -127,7 +132,8 @@ class _CSRWeight(nn.Module):
 
     def _apply(self, *args: Any, **kwargs: Any) -> _CSRWeight:
         self._cache = None
-        return super()._apply(*args, **kwargs)
+        applied: _CSRWeight = super()._apply(*args, **kwargs)  # type: ignore[no-untyped-call]  # torch: no annotations
+        return applied
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -173,7 +179,8 @@ class SparseLinear(_CSRWeight):
             or _module._global_backward_pre_hooks
             or torch._C._get_tracing_state()
         ):
-            return super().__call__(x)
+            output: torch.Tensor = super().__call__(x)
+            return output
         return self.forward(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -205,7 +212,8 @@ class SparseConv2d(_CSRWeight):
     unfolding costs less than the dense convolution saves (see the module docstring).
 
     Args:
-        conv: the dense layer to convert; see :func:`convertible_conv` for which ones qualify.
+        conv: the dense layer to convert: ``groups=1`` and zero padding, numeric, ``"valid"``, or ``"same"``
+            at stride 1 with an even total padding; any other layer raises ``ValueError``.
 
     Attributes:
         in_channels: input channels.
@@ -381,7 +389,7 @@ def sparsify(
         if _convertible(module, with_convs=example_input is not None)
         and torch.count_nonzero(module.weight).item() <= max_density * module.weight.numel()
     }
-    replacements = {name: _sparse_form(module) for name, module in candidates.items()}
+    replacements: dict[str, nn.Module] = {name: _sparse_form(module) for name, module in candidates.items()}
     if example_input is not None:
         replacements = _faster_sparse(sparse, candidates, replacements, example_input, repeats)
     if "" in replacements:  # the model is itself one layer

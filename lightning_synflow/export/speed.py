@@ -103,7 +103,7 @@ def speed_report(
     warmup: int = 3,
     shrink: bool = True,
 ) -> SpeedReport:
-    """Time the masked dense model, its :func:`shrink` copy and its :func:`sparsify` copy on this machine.
+    """Time the masked model and its :func:`~lightning_synflow.shrink` and :func:`sparsify` copies on this machine.
 
     Everything runs at ``example_input``'s batch size, on copies (``model`` is untouched): forward passes
     in eval mode under ``torch.inference_mode`` for the three variants, and a training step (forward and

@@ -54,7 +54,8 @@ class ImageClassifier(LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the wrapped network."""
-        return self.model(x)
+        logits: torch.Tensor = self.model(x)
+        return logits
 
     def _step(self, batch: Any, stage: str) -> torch.Tensor:
         inputs, targets = batch
@@ -81,18 +82,18 @@ class ImageClassifier(LightningModule):
     def configure_optimizers(self) -> Any:
         """The optimizer and the step schedule from the constructor arguments."""
         hp = self.hparams
-        if hp.optimizer == "sgd":
+        if hp["optimizer"] == "sgd":
             optimizer: torch.optim.Optimizer = torch.optim.SGD(
                 self.parameters(),
-                lr=hp.lr,
-                momentum=hp.momentum,
-                nesterov=hp.nesterov and hp.momentum > 0,
-                weight_decay=hp.weight_decay,
+                lr=hp["lr"],
+                momentum=hp["momentum"],
+                nesterov=hp["nesterov"] and hp["momentum"] > 0,
+                weight_decay=hp["weight_decay"],
             )
-        elif hp.optimizer == "adam":
-            optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        elif hp["optimizer"] == "adam":
+            optimizer = torch.optim.Adam(self.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
         else:
-            optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        milestones = hp.milestones if hp.milestones is not None else [60, 120]
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=hp.lr_gamma)
+            optimizer = torch.optim.AdamW(self.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+        milestones = hp["milestones"] if hp["milestones"] is not None else [60, 120]
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=hp["lr_gamma"])
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

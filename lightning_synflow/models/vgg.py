@@ -23,7 +23,7 @@ class CifarVGG(nn.Module):
         depth: 11, 13, 16 or 19.
         num_classes: output classes.
         in_channels: input channels.
-        batch_norm: put BatchNorm after every convolution (the paper's VGG-*-BN).
+        batch_norm: put BatchNorm after every convolution (the paper's ``VGG-*-BN``).
     """
 
     def __init__(self, depth: int = 16, num_classes: int = 10, in_channels: int = 3, batch_norm: bool = True) -> None:
@@ -49,7 +49,8 @@ class CifarVGG(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of 32x32 images."""
-        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+        logits: torch.Tensor = self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+        return logits
 
 
 def _kaiming_init(model: nn.Module) -> None:
