@@ -35,7 +35,7 @@ SettingsChange = Literal["error", "reprune", "keep"]
 
 
 class _Fixed:
-    """A constructor argument, read-only afterwards: masks never silently ignore a changed setting."""
+    """A constructor argument, read-only afterwards (masks never silently ignore a changed setting)."""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name

@@ -52,7 +52,7 @@ _CONSTANT_LOSS = (
     "method='synflow', 'magnitude' or 'random'."
 )
 
-#: For each method whose scores can all be zero: its name in messages, and why that happens.
+#: For each method whose scores can all be zero, its name in messages and why that happens.
 ALL_ZERO_CAUSES = {
     "synflow": (
         "SynFlow",
