@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, NoReturn, Optional
 
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 
 def _silence_noise() -> None:
@@ -201,7 +201,8 @@ def build_model(config: str) -> LightningModule:
         run=False,
         auto_configure_optimizers=False,
     )
-    return cli.model
+    model: LightningModule = cli.model
+    return model
 
 
 def export_main(args: list[str]) -> int:

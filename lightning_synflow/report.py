@@ -185,7 +185,9 @@ def _tokens(tensor: torch.Tensor, width: int) -> int:
     return tensor.numel() // max(width, 1)
 
 
-def _attention_positions(module: nn.MultiheadAttention, args: tuple, kwargs: dict, output: Any) -> _Positions:
+def _attention_positions(
+    module: nn.MultiheadAttention, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+) -> _Positions:
     names = ("query", "key", "value")
     query, key, value = (args[i] if i < len(args) else kwargs[name] for i, name in enumerate(names))
     queries, keys, values = _tokens(query, module.embed_dim), _tokens(key, module.kdim), _tokens(value, module.vdim)
@@ -235,7 +237,9 @@ def _measure(
     row_sizes: dict[str, int] = {}
     keys: dict[tuple[nn.Module, str], str] = {}
 
-    def hook(rule: Callable[..., _Positions], module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+    def hook(
+        rule: Callable[..., _Positions], module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+    ) -> None:
         for attribute, count in rule(module, args, kwargs, output).items():
             key = keys[(module, attribute)]
             positions[key] = positions[key] + count

@@ -32,7 +32,7 @@ from typing import Any, Optional
 
 import yaml
 from jsonargparse import Namespace
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import Callback, LightningDataModule, LightningModule
 from lightning.pytorch.loggers import Logger, WandbLogger
 
 from lightning_synflow.callback.synflow_pruning import SynFlowPruning
@@ -377,7 +377,9 @@ def _fit_and_test(cli: _RunCLI, metric: str) -> dict[str, Any]:
     logged = results[0] if results else {}
     if metric not in logged:
         raise RuntimeError(f"the test loop did not log {metric!r} (it logged {sorted(logged)}); pass --metric NAME")
-    pruning = next(c for c in cli.trainer.callbacks if isinstance(c, SynFlowPruning))
+    # Trainer.callbacks is set by Lightning's callback connector and not declared on Trainer (a typing gap).
+    callbacks: list[Callback] = cli.trainer.callbacks  # type: ignore[attr-defined]
+    pruning = next(c for c in callbacks if isinstance(c, SynFlowPruning))
     stats = layer_stats(pruning.masks or {})
     return {
         "value": float(logged[metric]),
@@ -592,7 +594,7 @@ def plot_results(rows: Sequence[dict[str, Any]], path: Path, title: str) -> bool
 
 def wandb_sweep_config(
     sweep: Sweep, methods: Sequence[str], compressions: Sequence[float], seeds: Sequence[int]
-) -> dict:
+) -> dict[str, Any]:
     """A W&B grid sweep whose every run is ``lightning-synflow sweep ... --method=M --compression=C --seed=S``."""
     command: list[str] = ["${env}", "lightning-synflow", "sweep", "--config", str(sweep.config)]
     command += ["--output", str(sweep.output), "--name", sweep.name, "--metric", sweep.metric, "--wandb"]
@@ -612,7 +614,7 @@ def wandb_sweep_config(
     }
 
 
-def write_wandb_sweep(path: Path, config: dict) -> None:
+def write_wandb_sweep(path: Path, config: dict[str, Any]) -> None:
     """Write a W&B sweep configuration (YAML), with the two commands that use it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as handle:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -75,7 +76,7 @@ class Cut:
         return [backend.count(pick) for pick in self.picks(values, keep)]
 
 
-def _kth_alive(values: Sequence[Array], backend: Backend, need: int, present_pruned: int) -> float:
+def _kth_alive(values: Sequence[Array], backend: Backend[Any], need: int, present_pruned: int) -> float:
     """The ``need``-th smallest alive score, where ``values`` also hold ``present_pruned`` pruned zeros."""
     negatives = sum(backend.count(v < 0) for v in values)
     alive_zeros = sum(backend.count(v == 0) for v in values) - present_pruned
@@ -94,7 +95,7 @@ def plan_cut(
     ties_together: bool,
     cap: int | None = None,
     hidden_zeros: int = 0,
-    backend: Backend | None = None,
+    backend: Backend[Any] | None = None,
     zeros_with_pruned: bool = True,
 ) -> Cut | None:
     """Decide the next pruning step over tensors sharing one threshold (None: prune nothing).
@@ -162,7 +163,7 @@ def plan_cuts(
     cap: int | None = None,
     room: Sequence[int] | None = None,
     zeros_with_pruned: bool = True,
-    backend: Backend | None = None,
+    backend: Backend[Any] | None = None,
 ) -> list[tuple[list[int], Cut]]:
     """Plan the next pruning step over a group of tensors, each losing at most its ``room``.
 
@@ -231,7 +232,7 @@ def select_to_prune(
     ties_together: bool,
     cap: int | None = None,
     hidden_zeros: int = 0,
-    backend: Backend | None = None,
+    backend: Backend[Any] | None = None,
 ) -> tuple[list[torch.Tensor], list[int]]:
     """Choose which alive entries to prune next: :func:`plan_cut` applied to ``scores`` (same arguments).
 

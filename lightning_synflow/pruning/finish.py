@@ -104,11 +104,12 @@ def reinitialize(modules: Sequence[nn.Module], seed: int | None) -> None:
     with torch.random.fork_rng(devices=devices, enabled=seed is not None):
         if seed is not None:
             derived = reinitialize_seed(seed)
-            torch.random.default_generator.manual_seed(derived)
+            torch.default_generator.manual_seed(derived)
             for device in devices:
                 torch.cuda.default_generators[device].manual_seed(derived)
         for module in modules:
-            module.reset_parameters()
+            # Through getattr: nn.Module types its attributes as Tensor | Module, not as the method checked above.
+            getattr(module, "reset_parameters")()  # noqa: B009
 
 
 def warn_collapsed(masks: dict[str, torch.Tensor], settings: PruningSettings, stacklevel: int) -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 import torch
 from torch import nn
 
 ExampleInput = Union[torch.Tensor, Sequence[torch.Tensor], Mapping[str, torch.Tensor]]
+_Example = TypeVar("_Example", bound=ExampleInput)
 
 
 def map_tensors(tree: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
@@ -77,6 +78,7 @@ _WITHOUT_EMBEDS = (
 
 def token_ids(example_input: Any) -> torch.Tensor | None:
     """The token ids of ``example_input``: an integer tensor, or the ``input_ids`` entry of a dict; else None."""
+    tokens: object
     if isinstance(example_input, torch.Tensor):
         tokens = example_input
     elif isinstance(example_input, Mapping) and EMBEDS not in example_input:
@@ -170,8 +172,8 @@ def validate_example_input(example_input: Any, model: nn.Module | None = None) -
         _embeds_width(model)
 
 
-def ones_batch(example_input: ExampleInput, dtype: torch.dtype, device: torch.device) -> ExampleInput:
-    """All-ones input with batch size 1 and the example's per-example shape.
+def ones_batch(example_input: _Example, dtype: torch.dtype, device: torch.device) -> _Example:
+    """All-ones input with batch size 1 and the example's per-example shape, in the same kind of container.
 
     Floating-point tensors become ``dtype``; integer and boolean ones keep their dtype.
     """
@@ -180,7 +182,8 @@ def ones_batch(example_input: ExampleInput, dtype: torch.dtype, device: torch.de
         kind = dtype if torch.is_floating_point(tensor) else tensor.dtype
         return torch.ones((1, *tensor.shape[1:]), dtype=kind, device=device)
 
-    return map_tensors(example_input, ones)
+    batch: _Example = map_tensors(example_input, ones)
+    return batch
 
 
 def synflow_batch(model: nn.Module, example_input: ExampleInput, dtype: torch.dtype, device: torch.device) -> Any:

@@ -519,4 +519,5 @@ def _progress(steps: list[Fraction], enabled: bool, method: str) -> Iterable[Fra
         return steps
     from tqdm.auto import tqdm
 
-    return tqdm(steps, desc=f"Pruning ({method})", unit="it")
+    shown: Iterable[Fraction] = tqdm(steps, desc=f"Pruning ({method})", unit="it")
+    return shown

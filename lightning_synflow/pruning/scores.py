@@ -210,6 +210,7 @@ class SynFlowScorer:
         @torch.no_grad()
         def to_scores(i: int, param: torch.Tensor) -> None:
             grad, weight = param.grad, param.detach()
+            assert grad is not None  # a post-accumulate-grad hook runs once the gradient is in place
             param.grad = None
             if in_place:
                 scores[i] = weight.mul_(grad.abs_()).view(-1)
@@ -303,7 +304,8 @@ def _repeated_inputs(model: nn.Module, times: int) -> Iterator[None]:
         return
 
     def repeat(module: nn.Module, args: Any, kwargs: Any) -> tuple[Any, Any]:
-        return map_tensors((args, kwargs), lambda t: t.repeat(times, *[1] * (t.dim() - 1)))
+        repeated: tuple[Any, Any] = map_tensors((args, kwargs), lambda t: t.repeat(times, *[1] * (t.dim() - 1)))
+        return repeated
 
     handle = model.register_forward_pre_hook(repeat, with_kwargs=True)
     try:

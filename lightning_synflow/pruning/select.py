@@ -11,76 +11,79 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Union
+from typing import Any, Generic, TypeVar, Union
 
 import numpy as np
 import torch
 
 Array = Union[np.ndarray, torch.Tensor]
+#: The array kind of one backend.
+A = TypeVar("A", np.ndarray, torch.Tensor)
 
 #: Chunk length for counting and banding numpy segments: small enough that the temporaries stay in cache.
 CHUNK = 1 << 18
 
 
-class Backend(ABC):
-    """The array operations selection is built from, on one kind of 1-D array."""
+class Backend(ABC, Generic[A]):
+    """The array operations selection is built from, on one kind of 1-D array (``A``)."""
 
     @abstractmethod
-    def views(self, tensors: Sequence[torch.Tensor]) -> list[Array]:
+    def views(self, tensors: Sequence[torch.Tensor]) -> list[A]:
         """The arrays this backend works on, for ``tensors`` (sharing their memory)."""
 
     @abstractmethod
-    def count(self, mask: Array) -> int:
+    def count(self, mask: A) -> int:
         """Number of True (nonzero) entries of ``mask``."""
 
     @abstractmethod
-    def concat(self, parts: Sequence[Array]) -> Array:
+    def concat(self, parts: Sequence[A]) -> A:
         """The concatenation of ``parts`` (at least one)."""
 
     @abstractmethod
-    def kth_exact(self, values: Array, k: int) -> float:
+    def kth_exact(self, values: A, k: int) -> float:
         """The k-th smallest (1-based) value of ``values``, by exact selection over all of them."""
 
     @abstractmethod
-    def sort(self, values: Array) -> Array:
+    def sort(self, values: A) -> A:
         """``values`` sorted in increasing order (a copy)."""
 
     @abstractmethod
-    def take(self, values: Array, positions: np.ndarray) -> Array:
+    def take(self, values: A, positions: np.ndarray) -> A:
         """The entries of ``values`` at ``positions`` (an int64 numpy array)."""
 
     @abstractmethod
-    def cumsum(self, mask: Array) -> Array:
+    def cumsum(self, mask: A) -> A:
         """Running count of the True entries of ``mask``."""
 
     @abstractmethod
-    def count_and_band(self, values: Array, lo: float, hi: float) -> tuple[int, Array]:
+    def count_and_band(self, values: A, lo: float, hi: float) -> tuple[int, A]:
         """How many ``values`` are ``<= lo``, and the values in ``(lo, hi]``."""
 
 
-class _Numpy(Backend):
-    def views(self, tensors: Sequence[torch.Tensor]) -> list[Array]:
+class _Numpy(Backend[np.ndarray]):
+    def views(self, tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
         return [t.numpy() for t in tensors]
 
-    def count(self, mask: Array) -> int:
+    def count(self, mask: np.ndarray) -> int:
         return int(np.count_nonzero(mask))
 
-    def concat(self, parts: Sequence[Array]) -> Array:
+    def concat(self, parts: Sequence[np.ndarray]) -> np.ndarray:
         return np.concatenate(parts)
 
-    def kth_exact(self, values: Array, k: int) -> float:
+    def kth_exact(self, values: np.ndarray, k: int) -> float:
         return float(np.partition(values, k - 1)[k - 1])
 
-    def sort(self, values: Array) -> Array:
+    def sort(self, values: np.ndarray) -> np.ndarray:
         return np.sort(values)
 
-    def take(self, values: Array, positions: np.ndarray) -> Array:
-        return values[positions]
+    def take(self, values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        taken: np.ndarray = values[positions]
+        return taken
 
-    def cumsum(self, mask: Array) -> Array:
+    def cumsum(self, mask: np.ndarray) -> np.ndarray:
         return np.cumsum(mask)
 
-    def count_and_band(self, values: Array, lo: float, hi: float) -> tuple[int, Array]:
+    def count_and_band(self, values: np.ndarray, lo: float, hi: float) -> tuple[int, np.ndarray]:
         # Chunked, so that the comparison temporaries stay in cache.
         count, parts = 0, []
         for start in range(0, len(values), CHUNK):
@@ -90,44 +93,44 @@ class _Numpy(Backend):
         return count, np.concatenate(parts) if parts else values[:0]
 
 
-class _Torch(Backend):
-    def views(self, tensors: Sequence[torch.Tensor]) -> list[Array]:
+class _Torch(Backend[torch.Tensor]):
+    def views(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return list(tensors)
 
-    def count(self, mask: Array) -> int:
+    def count(self, mask: torch.Tensor) -> int:
         return int(torch.count_nonzero(mask))
 
-    def concat(self, parts: Sequence[Array]) -> Array:
+    def concat(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         return torch.cat(list(parts))
 
-    def kth_exact(self, values: Array, k: int) -> float:
+    def kth_exact(self, values: torch.Tensor, k: int) -> float:
         return float(torch.kthvalue(values, k).values)
 
-    def sort(self, values: Array) -> Array:
+    def sort(self, values: torch.Tensor) -> torch.Tensor:
         return values.sort().values
 
-    def take(self, values: Array, positions: np.ndarray) -> Array:
+    def take(self, values: torch.Tensor, positions: np.ndarray) -> torch.Tensor:
         return values[torch.from_numpy(positions).to(values.device)]
 
-    def cumsum(self, mask: Array) -> Array:
+    def cumsum(self, mask: torch.Tensor) -> torch.Tensor:
         return torch.cumsum(mask, 0)
 
-    def count_and_band(self, values: Array, lo: float, hi: float) -> tuple[int, Array]:
+    def count_and_band(self, values: torch.Tensor, lo: float, hi: float) -> tuple[int, torch.Tensor]:
         return self.count(values <= lo), values[(values > lo) & (values <= hi)]
 
 
 #: Selection on numpy views of CPU tensors.
-NUMPY: Backend = _Numpy()
+NUMPY: Backend[np.ndarray] = _Numpy()
 #: Selection on torch tensors (any device).
-TORCH: Backend = _Torch()
+TORCH: Backend[torch.Tensor] = _Torch()
 
 
-def backend_for(tensors: Sequence[torch.Tensor]) -> Backend:
+def backend_for(tensors: Sequence[torch.Tensor]) -> Backend[Any]:
     """The backend for ``tensors``: :data:`NUMPY` for CPU tensors, :data:`TORCH` for the others."""
     return NUMPY if tensors and tensors[0].device.type == "cpu" else TORCH
 
 
-def backend_of(arrays: Sequence[Array]) -> Backend:
+def backend_of(arrays: Sequence[Array]) -> Backend[Any]:
     """The backend that ``arrays`` belong to: :data:`NUMPY` for numpy arrays, :data:`TORCH` for tensors."""
     return NUMPY if arrays and isinstance(arrays[0], np.ndarray) else TORCH
 
@@ -141,7 +144,7 @@ def _sample_positions(sizes: tuple[int, ...], count: int) -> tuple[np.ndarray, .
     return tuple(positions[cuts[i] : cuts[i + 1]] - offsets[i] for i in range(len(sizes)))
 
 
-def _sample(backend: Backend, segments: Sequence[Array], count: int) -> Array:
+def _sample(backend: Backend[A], segments: Sequence[A], count: int) -> A:
     """Sorted values at ``count`` random positions of the concatenation of ``segments``.
 
     The positions depend only on the segments' lengths, so iterations over the same view reuse them.

@@ -8,7 +8,7 @@ import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
-from typing import Any, Literal, Union, get_args
+from typing import Any, Literal, Union, cast, get_args
 
 from lightning_synflow.pruning.schedule import Schedule, exact_fraction
 
@@ -83,7 +83,7 @@ def _flag(name: str, value: Any) -> bool:
 
 
 def _fraction(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) <= 1:
         raise ValueError(f"`min_density`{where} must be a number in [0, 1] (fraction of a tensor kept), got {value!r}.")
     return float(value)
 
@@ -159,7 +159,7 @@ class PruningSettings:
     density: Fraction
     method: str = "synflow"
     iterations: int = 100
-    schedule: str = "exponential"
+    schedule: Schedule = "exponential"
     scope: str = "global"
     parameters: tuple[str, ...] | None = None
     exclude: tuple[str, ...] | None = None
@@ -201,7 +201,7 @@ class PruningSettings:
             density=density,
             method=method,
             iterations=_iterations(iterations, method),
-            schedule=_choice("schedule", schedule, SCHEDULES),
+            schedule=cast(Schedule, _choice("schedule", schedule, SCHEDULES)),  # checked against Schedule's values
             scope=_choice("scope", scope, SCOPES),
             parameters=_patterns(parameters, "parameters"),
             exclude=_patterns(exclude, "exclude"),

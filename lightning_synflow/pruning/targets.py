@@ -122,7 +122,7 @@ def default_weight_names(module: nn.Module) -> tuple[str, ...]:
 
 def _default_prunable(model: nn.Module) -> set[int]:
     """Ids of the parameters that some module uses as a weight of :func:`default_weight_names`."""
-    ids = set()
+    ids: set[int] = set()
     for module in model.modules():
         names = default_weight_names(module)
         if names:
@@ -133,7 +133,7 @@ def _default_prunable(model: nn.Module) -> set[int]:
 
 def _matching(patterns: list[str], names: dict[str, int], argument: str) -> set[int]:
     """Ids of the tensors with a name matching any of ``patterns``; every pattern must match."""
-    ids = set()
+    ids: set[int] = set()
     for pattern in patterns:
         matches = fnmatch.filter(names, pattern)
         if not matches:
