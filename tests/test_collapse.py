@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import re
 import warnings
@@ -84,3 +85,27 @@ def test_collapse_warning_can_be_filtered_as_an_error_class():
         warnings.simplefilter("error")
         warnings.simplefilter("ignore", LayerCollapseWarning)  # filtered by its class, other warnings still raise
         prune(copy.deepcopy(_collapsing_model()), sparsity=0.8, method="magnitude")
+
+
+@pytest.mark.parametrize("compression", [10, 10**4])
+def test_suggested_floor_is_feasible_and_covers_every_emptied_tensor(compression):
+    """The floor the warning suggests covers every emptied tensor and fits in the kept budget.
+
+    (Flooring one layer can move the collapse to another; the suggestion only has to be usable.)
+    """
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 300), nn.ReLU(), nn.Linear(300, 300), nn.ReLU(), nn.Linear(300, 10))
+    with torch.no_grad():
+        model[2].weight.mul_(1e-3)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        masks = prune(copy.deepcopy(model), compression=compression, method="magnitude")
+    (message,) = _collapse_warnings(record)
+    emptied = {name for name, mask in masks.items() if not mask.any()}
+    floors = ast.literal_eval(re.search(r"min_density=(\{.*?\})", message).group(1))
+    assert set(floors) == emptied
+    assert all(0 < floor <= 0.1 for floor in floors.values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LayerCollapseWarning)
+        floored = prune(copy.deepcopy(model), compression=compression, method="magnitude", min_density=floors)
+    assert all(floored[name].any() for name in emptied)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 
@@ -112,6 +113,23 @@ def reinitialize(modules: Sequence[nn.Module], seed: int | None) -> None:
             getattr(module, "reset_parameters")()  # noqa: B009
 
 
+def feasible_floor(sizes: Sequence[int], kept: int) -> float | None:
+    """A ``min_density`` floor for tensors of ``sizes`` that takes at most half of the ``kept`` budget.
+
+    At most 0.1, two significant digits, rounded down; None when even one weight per tensor would take
+    more than half.
+    """
+    if kept < 2 * len(sizes) or not sizes:
+        return None
+    exact = min(kept / (2 * sum(sizes)), 0.1)
+    step = 10.0 ** (math.floor(math.log10(exact)) - 1)
+    floor = math.floor(exact / step) * step
+    floor = float(f"{floor:.2g}")
+    while floor > 0 and sum(math.ceil(floor * n) for n in sizes) > kept // 2:
+        floor = float(f"{floor - step:.2g}")
+    return floor if floor > 0 else None
+
+
 def warn_collapsed(masks: dict[str, torch.Tensor], settings: PruningSettings, stacklevel: int) -> None:
     """Warn with a :class:`LayerCollapseWarning` naming every tensor left with no kept entry, if any."""
     emptied = [(name, mask.numel()) for name, mask in masks.items() if not bool(mask.any())]
@@ -124,11 +142,12 @@ def warn_collapsed(masks: dict[str, torch.Tensor], settings: PruningSettings, st
         remedies.append("method='synflow' (iterative SynFlow avoids layer collapse)")
     elif settings.iterations < default_iterations("synflow"):
         remedies.append(f"more iterations (SynFlow's default is {default_iterations('synflow')})")
-    remedies += [
-        "a lower compression",
-        f"a density floor, e.g. min_density={{{names[0]!r}: 0.01}}",
-        f"leaving the layer out of pruning, exclude={names!r}",
-    ]
+    remedies.append("a lower compression")
+    kept = sum(int(torch.count_nonzero(mask)) for mask in masks.values())
+    floor = feasible_floor([numel for _, numel in emptied], kept)
+    if floor is not None:
+        remedies.append(f"a density floor, e.g. min_density={dict.fromkeys(names, floor)!r}")
+    remedies.append(f"leaving the layer out of pruning, exclude={names!r}")
     warnings.warn(
         LayerCollapseWarning(
             f"Layer collapse: pruning left no weight in {len(emptied)} prunable tensor(s): {listed}. An emptied layer "
