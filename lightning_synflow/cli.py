@@ -156,6 +156,14 @@ def _prog() -> Optional[str]:
     return None
 
 
+#: The top-level ``--help`` text: LightningCLI's subcommands, and the two this package adds.
+DESCRIPTION = (
+    "SynFlow pruning for PyTorch Lightning. Subcommands: fit, validate, test and predict (LightningCLI; "
+    "put lightning_synflow.SynFlowPruning in trainer.callbacks), plus 'export' (the compact file of a pruned "
+    "checkpoint; 'export --help') and 'sweep' (accuracy against compression over methods and seeds; 'sweep --help')."
+)
+
+
 def cli_main(args: Optional[list[str]] = None) -> SynFlowCLI:
     """Run the command line on ``args`` (default: ``sys.argv[1:]``) and return the ``SynFlowCLI``.
 
@@ -170,7 +178,7 @@ def cli_main(args: Optional[list[str]] = None) -> SynFlowCLI:
         subclass_mode_data=True,
         args=args,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": _prog()},
+        parser_kwargs={"prog": _prog(), "description": DESCRIPTION},
         auto_configure_optimizers=False,
     )
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lightning_synflow.cli import cli_main
+from lightning_synflow.cli import cli_main, main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FAST = ["--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false"]
@@ -147,6 +147,13 @@ def test_fit_help_lists_test_after_fit(capsys):
     with pytest.raises(SystemExit):
         cli_main(["fit", "--help"])
     assert "--test_after_fit" in capsys.readouterr().out
+
+
+def test_top_level_help_names_export_and_sweep(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "'export --help'" in text and "'sweep --help'" in text and "SynFlowPruning" in text
 
 
 BAD_METHOD_YAML = """
