@@ -43,6 +43,7 @@ wheel-check: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/scoring_speed.py
 	$(PY) benchmarks/mask_overhead.py
+	$(PY) benchmarks/upkeep_step.py --sqrt --primitives --repeats 5
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/digits_accuracy.py
 

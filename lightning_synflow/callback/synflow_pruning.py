@@ -17,11 +17,11 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from typing_extensions import override
 
+from lightning_synflow.callback.distributed import broadcast_masks, broadcast_parameters
 from lightning_synflow.callback.rounds import RewindPoint, RoundSchedule
 from lightning_synflow.callback.state import SavedMasks, differences, pack_state, unpack_state
 from lightning_synflow.callback.thin import ResizeOnLoad, shrink_in_place
 from lightning_synflow.callback.upkeep import MaskUpkeep
-from lightning_synflow.pruning.bits import pack_mask, unpack_mask
 from lightning_synflow.pruning.inputs import ExampleInputError
 from lightning_synflow.pruning.loop import ScoringData, prune_with
 from lightning_synflow.pruning.settings import DATA_METHODS, PruningSettings
@@ -56,8 +56,11 @@ class SynFlowPruning(Callback):
     In ``on_fit_start`` the module's prunable weights are scored and pruned iteratively (SynFlow,
     Tanaka et al. 2020) or by one of the paper's baselines. The boolean masks are then enforced at
     every real optimizer step: gradients of pruned entries are zeroed right after backward (before
-    gradient clipping), the weights are masked again right after each step, and the optimizer state
-    of pruned entries is zero, for every parameter any optimizer holds (groups added mid-fit too).
+    gradient clipping), the optimizer state of pruned entries is zero, for every parameter any
+    optimizer holds (groups added mid-fit too), and the weights are masked again after each step
+    unless the optimizer is one of torch's SGD, Adam, AdamW, NAdam, RAdam, RMSprop and Adagrad with
+    settings that provably keep a zero weight at zero (``lightning_synflow.callback.upkeep``). Under
+    DDP rank 0 prunes and sends its masks and weights to every rank: they are identical byte for byte.
     Masks are plain tensors held here and saved in checkpoints (1 bit per weight); the model's
     ``state_dict`` is unchanged. Resuming restores them when the settings mean the same
     (``sparsity=0.9`` is ``compression=10``); see ``on_settings_change`` otherwise.
@@ -534,13 +537,14 @@ class SynFlowPruning(Callback):
     ) -> None:
         """Prune with ``settings`` from the masks ``start`` (pruned entries stay pruned); sets ``self.masks``."""
         outcome: Any = None
+        masks: Optional[dict[str, torch.Tensor]] = None
         if trainer.is_global_zero:
             began = time.perf_counter()
             try:
                 data, batches = self._scoring_data(trainer, pl_module)
                 progress = self._progress(trainer)
                 masks = prune_with(pl_module, settings, data, progress=progress, batches=batches, masks=start)
-                outcome = {name: pack_mask(mask) for name, mask in masks.items()}
+                outcome = list(masks)  # the names only: the masks themselves travel as packed bits
             except ExampleInputError as error:
                 tried = error.shapes[0] if len(error.shapes) == 1 else error.shapes
                 outcome = MisconfigurationException(
@@ -561,9 +565,15 @@ class SynFlowPruning(Callback):
             if trainer.is_global_zero:
                 raise outcome
             raise RuntimeError(f"SynFlowPruning failed on rank 0: {outcome}")
-        params = dict(pl_module.named_parameters())
+        if trainer.world_size > 1:
+            # Rank 0's masks as packed bits, then its weights byte for byte (+0.0 where others would get -0.0).
+            params = dict(pl_module.named_parameters())
+            shapes = {name: params[name].shape for name in outcome}
+            masks = broadcast_masks(masks, shapes, trainer.strategy.root_device)
+            broadcast_parameters(pl_module)
+        assert masks is not None
         # The weights of every rank are masked by `_attach`, which the calling hook runs right after this.
-        self.masks = {name: unpack_mask(packed, params[name].shape) for name, packed in outcome.items()}
+        self.masks = masks
         if trainer.is_global_zero:
             self._report(trainer, seconds)
 
