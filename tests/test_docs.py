@@ -264,6 +264,7 @@ def test_every_public_name_is_in_the_api_reference(package: str) -> None:
 INTERNAL_MODULES = {
     "lightning_synflow.__main__",
     "lightning_synflow.callback.thin",
+    "lightning_synflow.callback.distributed",
     "lightning_synflow.callback.upkeep",
     "lightning_synflow.pruning.alive",
     "lightning_synflow.pruning.cut",
