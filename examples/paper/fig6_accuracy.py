@@ -10,14 +10,11 @@ with mean and spread over seeds, and the paper's VGG-16-BN/CIFAR-10 values for r
 
 import statistics
 import sys
-import warnings
 from pathlib import Path
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from paper_common import COLORS, METHODS, parser, pyplot, train_digits_mlp, write_csv  # noqa: E402
+from paper_common import COLORS, METHODS, parser, pyplot, quiet_training, train_digits_mlp, write_csv  # noqa: E402
 
 #: Paper, Fig. 6 (VGG-16-BN on CIFAR-10, 160 epochs, mean of 3 seeds): accuracy at compression 10^2 and 10^3.
 PAPER = {
@@ -32,11 +29,7 @@ PAPER = {
 def main(argv=None):
     args = parser(__doc__).parse_args(argv)
     out = Path(args.out)
-    warnings.filterwarnings("ignore")
-    import logging
-
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    quiet_training()
     grid = [1, 3] if args.quick else [0, 0.5, 1, 1.5, 2, 2.5, 3]
     seeds = [0] if args.quick else [0, 1, 2]
     epochs = 2 if args.quick else 30

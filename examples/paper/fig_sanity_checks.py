@@ -13,14 +13,11 @@ Adam, lr 0.01). Writes fig_sanity_checks.csv/.png with mean and spread over seed
 
 import statistics
 import sys
-import warnings
 from pathlib import Path
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from paper_common import COLORS, parser, pyplot, train_digits_mlp, write_csv  # noqa: E402
+from paper_common import COLORS, parser, pyplot, quiet_training, train_digits_mlp, write_csv  # noqa: E402
 
 METHODS = ["synflow", "magnitude", "snip"]
 VARIANTS = ["original", "shuffle", "reinitialize", "invert"]
@@ -30,11 +27,7 @@ MARKERS = {"original": "o-", "shuffle": "s--", "reinitialize": "^-.", "invert": 
 def main(argv=None):
     args = parser(__doc__).parse_args(argv)
     out = Path(args.out)
-    warnings.filterwarnings("ignore")
-    import logging
-
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    quiet_training()
     methods = ["magnitude"] if args.quick else METHODS
     grid = [2] if args.quick else [1, 2, 2.5]
     seeds = [0] if args.quick else [0, 1, 2]

@@ -155,6 +155,16 @@ def log10(value: float) -> float:
     return math.log10(value) if value > 0 else float("-inf")
 
 
+def quiet_training() -> None:
+    """Silence warnings and Lightning's info lines, and use at most 2 threads, for the training scripts."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
 def train_digits_mlp(
     method: str, log_compression: float, seed: int, epochs: int, lr: float = 0.01, **options: bool
 ) -> tuple[float, int]:
