@@ -202,6 +202,12 @@ def test_prune_epoch_prunes_the_trained_weights_at_the_start_of_that_epoch(prune
     assert all(torch.equal(prune_epoch_run["pruning"].masks[n].cpu(), masks[n]) for n in masks)
 
 
+def test_masks_from_a_checkpoint_saved_before_prune_epoch_say_so(prune_epoch_run):
+    with pytest.raises(ValueError, match="saved before SynFlowPruning.s first round"):
+        masks_from_checkpoint(prune_epoch_run["checkpoints"] / "epoch=0.ckpt")
+    assert _kept(masks_from_checkpoint(prune_epoch_run["checkpoints"] / "epoch=2.ckpt")) > 0
+
+
 def test_prune_epoch_with_a_fit_that_ends_before_it_leaves_the_model_dense():
     pruning = SynFlowPruning(sparsity=0.8, method="magnitude", prune_epoch=3, progress=False, verbose=False)
     with pytest.warns(UserWarning, match="no round will run"):
@@ -302,7 +308,8 @@ def _resume(run, epoch, pruning):
 
 
 def test_resume_saved_before_prune_epoch_prunes_there_like_the_uninterrupted_run(prune_epoch_run):
-    assert not torch.load(prune_epoch_run["checkpoints"] / "epoch=0.ckpt")["callbacks"].get("SynFlowPruning")
+    state = torch.load(prune_epoch_run["checkpoints"] / "epoch=0.ckpt")["callbacks"]["SynFlowPruning"]
+    assert state["schedule"] == {"prune_epoch": 2, "levels": 1, "done": 0} and "masks" not in state
     resumed = SynFlowPruning(sparsity=0.8, prune_epoch=2, **FAST)
     model = _resume(prune_epoch_run, 0, resumed)
     assert _same(prune_epoch_run["pruning"].masks, resumed.masks)

@@ -273,6 +273,8 @@ class SynFlowPruning(Callback):
         self._saved: Optional[SavedMasks] = None
         self._upkeep: Optional[MaskUpkeep] = None
         self._resize: Optional[ResizeOnLoad] = None
+        # Whether a fit is running: its checkpoints record the schedule even before the first round prunes.
+        self._fitting = False
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickled into ddp_spawn workers: no weak reference, no optimizer hooks.
@@ -323,6 +325,7 @@ class SynFlowPruning(Callback):
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         saved, self._saved = self._saved, None
+        self._fitting = True
         resized = self._resize is not None and self._resize.resized
         if self._resize is not None:
             self._resize.remove()
@@ -368,11 +371,12 @@ class SynFlowPruning(Callback):
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._saved = None
+        self._fitting = False
         self._detach()
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        if self.masks is None and self._rewind is None:
+        if self.masks is None and self._rewind is None and not self._fitting:
             return {}
         return pack_state(self.masks, self._made_with, self._following, self._done, self._rewind)
 
