@@ -3,6 +3,7 @@ left behind, reuse on another model, manual optimization, strategies, progress b
 
 import copy
 import signal
+import warnings
 
 import pytest
 import torch
@@ -184,6 +185,21 @@ def test_resume_with_changed_settings_keep_keeps_the_checkpoint_masks(saved_run)
     with pytest.warns(UserWarning, match="keeping its masks"):
         quiet_trainer(callbacks=[resumed], max_epochs=2).fit(SmallNet("adam"), ckpt_path=path)
     assert all(torch.equal(saved[n], resumed.masks[n].cpu()) for n in saved)
+
+
+def test_reprune_to_a_higher_sparsity_starts_from_the_checkpoint_masks_without_a_false_zero_score_warning(saved_run):
+    saved, path = saved_run
+    trained = SmallNet("adam")
+    trained.load_state_dict(torch.load(path, weights_only=True)["state_dict"])
+    with pytest.warns(UserWarning, match="score of exactly zero"):  # from dense, the pruned zeros score 0
+        expected = prune(copy.deepcopy(trained), sparsity=0.95, example_input=torch.zeros(1, 32))
+    resumed = _quiet(sparsity=0.95, on_settings_change="reprune")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_trainer(callbacks=[resumed], max_epochs=1).fit(SmallNet("adam"), ckpt_path=path)
+    assert not [w for w in caught if "score of exactly zero" in str(w.message)]
+    assert any("re-pruning" in str(w.message) for w in caught)
+    assert all(torch.equal(expected[n], resumed.masks[n].cpu()) for n in expected)
 
 
 def test_resume_with_changed_settings_reprune_prunes_to_the_new_density(saved_run):

@@ -11,6 +11,7 @@ import torch
 
 from lightning_synflow.callback.rounds import RewindPoint, RoundSchedule
 from lightning_synflow.pruning.bits import pack_mask, unpack_mask
+from lightning_synflow.pruning.schedule import prune_count
 from lightning_synflow.pruning.settings import PruningSettings
 
 #: Version of the checkpoint layout written by :func:`pack_state` (3: schedule progress and rewind point).
@@ -99,6 +100,29 @@ def unpack_state(state: dict[str, Any]) -> SavedMasks:
         return SavedMasks(masks, settings, schedule, int(progress["done"]), rewind)
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"the checkpoint's SynFlowPruning state is not readable ({error!r})") from error
+
+
+def reprune_start(saved: SavedMasks, settings: PruningSettings) -> Optional[dict[str, torch.Tensor]]:
+    """The checkpoint's masks, where re-pruning its (masked) weights from them gives the same masks as from dense.
+
+    SynFlow and magnitude score a zero weight exactly 0, so the entries the checkpoint pruned go first
+    whenever the new settings prune at least as many (in total, or per tensor in local scope): starting from
+    its masks then changes nothing, except that those zeros no longer count as alive zero scores (which
+    would warn that ties among them are arbitrary). None where that does not hold (other methods, ``invert``,
+    ``shuffle``, floors, fewer weights pruned): re-prune from dense.
+    """
+    masks = saved.masks
+    if masks is None or settings.method not in ("synflow", "magnitude"):
+        return None
+    if settings.invert or settings.shuffle or settings.min_density is not None:
+        return None
+    groups = [list(masks.values())] if settings.scope == "global" else [[mask] for mask in masks.values()]
+    for group in groups:
+        total = sum(mask.numel() for mask in group)
+        pruned = total - sum(int(torch.count_nonzero(mask)) for mask in group)
+        if pruned > prune_count(settings.density, total):
+            return None
+    return masks
 
 
 def differences(

@@ -19,7 +19,7 @@ from typing_extensions import override
 
 from lightning_synflow.callback.distributed import broadcast_masks, broadcast_parameters
 from lightning_synflow.callback.rounds import RewindPoint, RoundSchedule
-from lightning_synflow.callback.state import SavedMasks, differences, pack_state, unpack_state
+from lightning_synflow.callback.state import SavedMasks, differences, pack_state, reprune_start, unpack_state
 from lightning_synflow.callback.thin import ResizeOnLoad, shrink_in_place
 from lightning_synflow.callback.upkeep import MaskUpkeep
 from lightning_synflow.pruning.inputs import ExampleInputError
@@ -477,7 +477,7 @@ class SynFlowPruning(Callback):
         if changed and choice == "reprune":
             rank_zero_warn(f"SynFlowPruning: settings changed since the checkpoint ({sorted(changed)}); re-pruning.")
             # Once, now, to the final density: a new schedule cannot restart mid-fit.
-            self._prune(trainer, pl_module, self._settings)
+            self._prune(trainer, pl_module, self._settings, start=reprune_start(saved, self._settings))
             self._made_with, self._following = self._settings, self._schedule
             self._done, self._rewind = self._schedule.levels, None
             return
