@@ -265,11 +265,13 @@ INTERNAL_MODULES = {
     "lightning_synflow.__main__",
     "lightning_synflow.callback.thin",
     "lightning_synflow.callback.distributed",
+    "lightning_synflow.callback.sharded",
     "lightning_synflow.callback.upkeep",
     "lightning_synflow.pruning.alive",
     "lightning_synflow.pruning.cut",
     "lightning_synflow.pruning.scores",
     "lightning_synflow.pruning.select",
+    "lightning_synflow.pruning.sharded",
     "lightning_synflow.pruning.workspace",
 }
 

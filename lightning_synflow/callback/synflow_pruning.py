@@ -19,6 +19,13 @@ from typing_extensions import override
 
 from lightning_synflow.callback.distributed import broadcast_masks, broadcast_parameters
 from lightning_synflow.callback.rounds import RewindPoint, RoundSchedule
+from lightning_synflow.callback.sharded import (
+    PackedMasks,
+    ShardedUpkeep,
+    check_sharded_module,
+    check_sharded_setup,
+    is_model_parallel,
+)
 from lightning_synflow.callback.state import SavedMasks, differences, pack_state, reprune_start, unpack_state
 from lightning_synflow.callback.thin import ResizeOnLoad, shrink_in_place
 from lightning_synflow.callback.upkeep import MaskUpkeep
@@ -28,7 +35,8 @@ from lightning_synflow.pruning.settings import DATA_METHODS, PruningSettings
 from lightning_synflow.pruning.targets import select_prunable
 from lightning_synflow.report import format_table, layer_stats, sparsity_metrics, wandb_log
 
-#: Strategies known to keep the masks right; anything else (DeepSpeed, FSDP, XLA, subclasses) is refused.
+#: Strategies known to keep the masks right, besides ModelParallelStrategy with FSDP2 (``callback.sharded``);
+#: anything else (DeepSpeed, FSDP1's FSDPStrategy, XLA, subclasses) is refused.
 SUPPORTED_STRATEGIES: tuple[type, ...] = (SingleDeviceStrategy, DDPStrategy)
 
 SettingsChange = Literal["error", "reprune", "keep"]
@@ -61,6 +69,9 @@ class SynFlowPruning(Callback):
     unless the optimizer is one of torch's SGD, Adam, AdamW, NAdam, RAdam, RMSprop and Adagrad with
     settings that provably keep a zero weight at zero (``lightning_synflow.callback.upkeep``). Under
     DDP rank 0 prunes and sends its masks and weights to every rank: they are identical byte for byte.
+    Under ``ModelParallelStrategy`` with FSDP2 (``fully_shard`` in ``configure_model``, ``tensor_parallel_size=1``)
+    every rank prunes its own row shards with a distributed threshold, at train start (after a checkpoint is
+    restored), to the masks a single-process prune gives; ``masks`` then holds boolean DTensors.
     Masks are plain tensors held here and saved in checkpoints (1 bit per weight); the model's
     ``state_dict`` is unchanged. Resuming restores them when the settings mean the same
     (``sparsity=0.9`` is ``compression=10``); see ``on_settings_change`` otherwise.
@@ -271,10 +282,15 @@ class SynFlowPruning(Callback):
         self._done = 0
         self._rewind: Optional[RewindPoint] = None
         self._saved: Optional[SavedMasks] = None
-        self._upkeep: Optional[MaskUpkeep] = None
+        self._upkeep: Optional[Union[MaskUpkeep, ShardedUpkeep]] = None
         self._resize: Optional[ResizeOnLoad] = None
         # Whether a fit is running: its checkpoints record the schedule even before the first round prunes.
         self._fitting = False
+        # ModelParallelStrategy (FSDP2): masks on local shards, the full masks packed for checkpoints, and whether
+        # fit start waits for the checkpoint, which that strategy restores after on_fit_start.
+        self._sharded = False
+        self._packed: Optional[PackedMasks] = None
+        self._deferred = False
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickled into ddp_spawn workers: no weak reference, no optimizer hooks.
@@ -304,12 +320,17 @@ class SynFlowPruning(Callback):
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if type(trainer.strategy) not in SUPPORTED_STRATEGIES:
+        self._sharded = is_model_parallel(trainer.strategy)
+        if self._sharded:
+            check_sharded_setup(trainer.strategy, self._arguments)
+        elif type(trainer.strategy) not in SUPPORTED_STRATEGIES:
             raise MisconfigurationException(
                 f"SynFlowPruning does not support the {type(trainer.strategy).__name__} strategy: only single-device "
-                "training (strategy='auto' on one device) and DDP (strategy='ddp', 'ddp_spawn', "
-                "'ddp_find_unused_parameters_true', ...) are known to keep the masks identical to the model's "
-                "weights on every process. Sharded, model-parallel, DeepSpeed and XLA strategies are refused."
+                "training (strategy='auto' on one device), DDP (strategy='ddp', 'ddp_spawn', "
+                "'ddp_find_unused_parameters_true', ...) and FSDP2 through "
+                "ModelParallelStrategy(tensor_parallel_size=1) with fully_shard in configure_model are known to keep "
+                "the masks in force on every process. FSDP1 (FSDPStrategy, strategy='fsdp'), DeepSpeed and XLA "
+                "strategies are refused."
             )
         if self.shrink and type(trainer.strategy) is not SingleDeviceStrategy:
             raise MisconfigurationException(
@@ -324,8 +345,32 @@ class SynFlowPruning(Callback):
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        saved, self._saved = self._saved, None
+        # ModelParallelStrategy restores a checkpoint (weights and this callback's state) after on_fit_start, and
+        # which checkpoint is not known yet: the masks come in force once it is restored (sanity check or train start).
         self._fitting = True
+        self._deferred = trainer.strategy.restore_checkpoint_after_setup
+        if not self._deferred:
+            self._begin(trainer, pl_module)
+
+    @override
+    def on_sanity_check_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # The checkpoint is restored by now: the sanity check already validates the pruned model.
+        self._begin_deferred(trainer, pl_module)
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._begin_deferred(trainer, pl_module)
+
+    def _begin_deferred(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._deferred:
+            self._deferred = False
+            self._begin(trainer, pl_module)
+
+    def _begin(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Prune, resume or continue: the masks come in force (fit start, once the checkpoint is restored)."""
+        if self._sharded:
+            check_sharded_module(pl_module, self._settings)
+        saved, self._saved = self._saved, None
         resized = self._resize is not None and self._resize.resized
         if self._resize is not None:
             self._resize.remove()
@@ -376,6 +421,8 @@ class SynFlowPruning(Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
+        if self._packed is not None:  # sharded: the full masks, gathered when they came in force
+            return self._packed.state(self._made_with, self._following, self._done)
         if self.masks is None and self._rewind is None and not self._fitting:
             return {}
         return pack_state(self.masks, self._made_with, self._following, self._done, self._rewind)
@@ -403,6 +450,7 @@ class SynFlowPruning(Callback):
     def _start(self, trainer: Trainer, pl_module: LightningModule, rewind: Optional[RewindPoint] = None) -> None:
         """A fresh schedule: capture the fit-start state if rounds rewind, and prune now if ``prune_epoch=0``."""
         self.masks, self._made_with, self._following, self._done = None, self._settings, self._schedule, 0
+        self._packed = None
         self._rewind = None
         if self._schedule.rewinds:
             if rewind is None and trainer.ckpt_path is not None:
@@ -418,6 +466,7 @@ class SynFlowPruning(Callback):
     def _follow(self, saved: SavedMasks) -> None:
         """Continue what ``saved`` records: its masks, settings, schedule, progress and rewind point."""
         self.masks, self._made_with, self._following = saved.masks, saved.settings, saved.schedule
+        self._packed = None
         self._done, self._rewind = saved.done, saved.rewind
 
     def _remember(self, pl_module: LightningModule) -> None:
@@ -540,29 +589,18 @@ class SynFlowPruning(Callback):
         start: Optional[dict[str, torch.Tensor]] = None,
     ) -> None:
         """Prune with ``settings`` from the masks ``start`` (pruned entries stay pruned); sets ``self.masks``."""
-        outcome: Any = None
-        masks: Optional[dict[str, torch.Tensor]] = None
+        if self._sharded:  # every rank prunes its own shards: the same masks, found together
+            outcome, masks, seconds = self._run_pruner(trainer, pl_module, settings, start)
+            if isinstance(outcome, Exception):
+                raise outcome
+            assert masks is not None
+            self.masks, self._packed = masks, PackedMasks.of(masks)
+            if trainer.is_global_zero:
+                self._report(trainer, seconds, self._packed.unpacked())
+            return
+        outcome, masks = None, None
         if trainer.is_global_zero:
-            began = time.perf_counter()
-            try:
-                data, batches = self._scoring_data(trainer, pl_module)
-                progress = self._progress(trainer)
-                masks = prune_with(pl_module, settings, data, progress=progress, batches=batches, masks=start)
-                outcome = list(masks)  # the names only: the masks themselves travel as packed bits
-            except ExampleInputError as error:
-                tried = error.shapes[0] if len(error.shapes) == 1 else error.shapes
-                outcome = MisconfigurationException(
-                    f"SynFlowPruning could not run the model on an input of shape {tried} built from "
-                    f"{self._input_source(pl_module)}: {error.cause}. Set `example_input_array` (or `input_shape`, "
-                    "without the batch dimension) to the shape of one batch the model's forward accepts."
-                )
-                outcome.__cause__ = error
-            except (TypeError, ValueError, FloatingPointError) as error:
-                outcome = MisconfigurationException(f"SynFlowPruning could not prune: {error}")
-                outcome.__cause__ = error
-            except Exception as error:
-                outcome = error
-            seconds = time.perf_counter() - began
+            outcome, masks, seconds = self._run_pruner(trainer, pl_module, settings, start)
         # Rank 0 is authoritative: every rank applies its masks before any weight is touched elsewhere.
         outcome = trainer.strategy.broadcast(outcome, src=0)
         if isinstance(outcome, Exception):
@@ -580,6 +618,37 @@ class SynFlowPruning(Callback):
         self.masks = masks
         if trainer.is_global_zero:
             self._report(trainer, seconds)
+
+    def _run_pruner(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        settings: PruningSettings,
+        start: Optional[dict[str, torch.Tensor]],
+    ) -> tuple[Any, Optional[dict[str, torch.Tensor]], float]:
+        """Prune here: the masks' names (or the error, made a MisconfigurationException), the masks, the seconds."""
+        outcome: Any = None
+        masks: Optional[dict[str, torch.Tensor]] = None
+        began = time.perf_counter()
+        try:
+            data, batches = self._scoring_data(trainer, pl_module)
+            progress = self._progress(trainer)
+            masks = prune_with(pl_module, settings, data, progress=progress, batches=batches, masks=start)
+            outcome = list(masks)  # the names only: the masks themselves travel as packed bits
+        except ExampleInputError as error:
+            tried = error.shapes[0] if len(error.shapes) == 1 else error.shapes
+            outcome = MisconfigurationException(
+                f"SynFlowPruning could not run the model on an input of shape {tried} built from "
+                f"{self._input_source(pl_module)}: {error.cause}. Set `example_input_array` (or `input_shape`, "
+                "without the batch dimension) to the shape of one batch the model's forward accepts."
+            )
+            outcome.__cause__ = error
+        except (TypeError, ValueError, FloatingPointError) as error:
+            outcome = MisconfigurationException(f"SynFlowPruning could not prune: {error}")
+            outcome.__cause__ = error
+        except Exception as error:
+            outcome = error
+        return outcome, masks, time.perf_counter() - began
 
     def _shrink(self, trainer: Trainer, pl_module: LightningModule) -> None:
         assert self.masks is not None
@@ -611,21 +680,22 @@ class SynFlowPruning(Callback):
             return "the LightningModule's `example_input_array`"
         return "`input_shape`"
 
-    def _report(self, trainer: Trainer, seconds: float) -> None:
+    def _report(self, trainer: Trainer, seconds: float, masks: Optional[dict[str, torch.Tensor]] = None) -> None:
         from lightning_synflow.report import summary_metrics, weight_positions
 
-        assert self.masks is not None
+        masks = masks if masks is not None else self.masks
+        assert masks is not None
         pl_module = trainer.lightning_module
         example = self._example_input(pl_module)
         if example is None:  # snip/grasp/magnitude/random: FLOPs only if the module has an example input
             example = pl_module.example_input_array
         positions = None
-        if example is not None:
+        if example is not None and not self._sharded:  # a sharded forward on rank 0 alone would wait for the others
             try:
                 positions = weight_positions(pl_module, example)
             except Exception as error:  # the report must not fail a pruning that succeeded
                 rank_zero_warn(f"SynFlowPruning: `pruning/flops_kept` not measured, the forward pass failed: {error}")
-        stats = layer_stats(self.masks, positions)
+        stats = layer_stats(masks, positions)
         metrics = {**sparsity_metrics(stats), **summary_metrics(stats), "pruning/seconds": seconds}
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
@@ -641,7 +711,13 @@ class SynFlowPruning(Callback):
         assert self.masks is not None
         self._detach()
         try:
-            upkeep = MaskUpkeep(pl_module, self.masks)
+            upkeep: Union[MaskUpkeep, ShardedUpkeep]
+            if self._sharded:
+                if self._packed is None:  # resumed or followed: full masks (or DTensors) from elsewhere
+                    self._packed = PackedMasks.of(self.masks)
+                upkeep = ShardedUpkeep(pl_module, self.masks)
+            else:
+                upkeep = MaskUpkeep(pl_module, self.masks)
         except ValueError as error:
             raise MisconfigurationException(
                 f"SynFlowPruning: the checkpoint's masks do not fit this model: {error}. Was the checkpoint saved "

@@ -36,6 +36,7 @@ from lightning_synflow.pruning.scores import (
     supervised_loss,
 )
 from lightning_synflow.pruning.settings import DATA_METHODS, Method, PruningSettings, Scope
+from lightning_synflow.pruning.sharded import is_sharded, prune_sharded
 from lightning_synflow.pruning.targets import select_prunable
 from lightning_synflow.pruning.workspace import ScoringWorkspace
 
@@ -283,6 +284,16 @@ def prune_with(
         masks: masks already in force (True = kept), keyed like the result: their pruned entries are
             zeroed, stay pruned and count toward the target (pruning further, e.g. a lottery round).
     """
+    if is_sharded(model):  # FSDP2 (DTensor) shards: every rank prunes its own, with a distributed threshold
+        return prune_sharded(
+            model,
+            settings,
+            data.example_input,
+            progress=progress,
+            on_iteration=on_iteration,
+            batches=batches,
+            masks=masks,
+        )
     prunable = _validate_inputs(model, settings, data, batches)
     start = None if masks is None else _starting_masks(prunable, settings, masks)
     floors = _floors(prunable, settings, start)
@@ -379,6 +390,10 @@ def score(
     Returns:
         Score tensors keyed by qualified parameter name.
     """
+    if is_sharded(model):  # the working copies would not reach FSDP2's storage: scores of the wrong weights
+        raise ValueError(
+            "score() does not support sharded (DTensor) models; prune() does (synflow, magnitude, random)."
+        )
     settings = PruningSettings.create(
         sparsity=0.0, method=method, parameters=parameters, exclude=exclude, seed=seed, train_mode=train_mode
     )
