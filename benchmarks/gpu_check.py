@@ -1,24 +1,50 @@
-"""GPU checks: CUDA pruning path, AMP (fp16 with a GradScaler that skips steps, bf16), timm warnings, speed.
+"""GPU checks and figures: CUDA pruning path, AMP (fp16 with a GradScaler that skips steps, bf16), checkpoints
+across devices, timm warnings; SynFlow's speed and memory against their floors; mask upkeep per training step.
 
-    python benchmarks/gpu_check.py
+    PYTHONPATH=. python benchmarks/gpu_check.py                      # one CUDA GPU (estimated 3-5 min on an H200)
+    PYTHONPATH=. python benchmarks/gpu_check.py --figures-only       # only the figures
+    PYTHONPATH=. python benchmarks/gpu_check.py --device cpu --tiny  # smoke run: tiny sizes, 10 iterations
 
-Needs a CUDA device; prints one line per check and exits non-zero when a check fails.
+Prints one line per check and exits non-zero when a check fails. Figures, each case in one process side by side:
+
+- SynFlow, 100 iterations (compression 100), as a ratio to its floor: 100 forward+backward passes of the same
+  linearized model (absolute weights, all-ones input, eval mode), measured in the same process; cases: bias-free
+  MLPs of about 0.91B and 3.8B weights, VGG-16-BN and ResNet-20 (targets: <= 2x at 1B weights, <= 1.5x on the
+  CIFAR networks);
+- the peak memory the pruning adds (``torch.cuda.max_memory_allocated`` growth) as a ratio to the prunable
+  weights' bytes (target <= 2x);
+- mask upkeep per training step (``benchmarks/upkeep_step.py``: AdamW, bf16 autocast and bf16 weights, MLP 4
+  layers of 4096, batch 256), with ``MaskUpkeep`` against none.
+
+It needs only torch, lightning and numpy. On ``--device cpu`` the selection is forced onto its torch backend (the
+one CUDA tensors take) and no memory is measured. The markdown rows at the end go into BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
+import datetime
+import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import upkeep_step  # noqa: E402
 
 from lightning_synflow import SynFlowPruning, prune, score  # noqa: E402
 from lightning_synflow.models import MLP, ImageClassifier, cifar_resnet, vgg16  # noqa: E402
+from lightning_synflow.models.resnet import CifarResNet  # noqa: E402
+from lightning_synflow.pruning.select import selection_backend  # noqa: E402
 
 FAILED = []
 
@@ -52,33 +78,155 @@ def cuda_vs_cpu_masks() -> None:
     check("weights zeroed on CUDA", all(bool((p[~b[n]] == 0).all()) for n, p in gpu.named_parameters() if n in b))
 
 
-def speed() -> None:
-    for name, build in (("vgg16_bn", lambda: vgg16(10)), ("resnet20", lambda: cifar_resnet(20))):
-        torch.manual_seed(0)
-        model = build().cuda().eval()
-        x = torch.ones(1, 3, 32, 32, device="cuda")
-        for _ in range(5):
-            model(x).sum().backward()
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(100):
-            model(x).sum().backward()
-        torch.cuda.synchronize()
-        floor = time.perf_counter() - start
-        times = []
-        for _ in range(3):
-            fresh = build().cuda()
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-            prune(fresh, compression=100, example_input=torch.zeros(1, 3, 32, 32, device="cuda"))
-            torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        t = sorted(times)[1]
-        print(
-            f"[info] {name} on {torch.cuda.get_device_name()}: 100 fwd+bwd {floor:.3f} s, 100 SynFlow iterations "
-            f"{t:.3f} s, ratio {t / floor:.2f}x",
-            flush=True,
+class Case:
+    """One figure's network: how to build it (on the current default device) and its example input shape."""
+
+    def __init__(self, name: str, build: Callable[[], nn.Module], shape: tuple[int, ...], repeats: int) -> None:
+        self.name, self.build, self.shape, self.repeats = name, build, shape, repeats
+
+
+def cases(tiny: bool) -> list[Case]:
+    """The figures' networks: full size, or tiny ones that run every step of the script in seconds on a CPU."""
+
+    def mlp(width: int) -> Callable[[], nn.Module]:  # bias-free: 3 width x width layers and a 10-way head
+        return lambda: MLP(width, [width] * 3, 10, bias=False)
+
+    if tiny:
+        small_vgg = lambda: nn.Sequential(  # noqa: E731
+            nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(4),
+            nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(512, 10),
+        )  # fmt: skip
+        return [
+            Case("mlp (tiny)", mlp(48), (48,), 1),
+            Case("mlp (tiny, wider)", mlp(96), (96,), 1),
+            Case("vgg-like (tiny)", small_vgg, (3, 32, 32), 2),
+            Case("resnet-8 (tiny)", lambda: CifarResNet(8, width=4), (3, 32, 32), 1),
+        ]
+    return [
+        Case("mlp 0.91B", mlp(17408), (17408,), 1),  # 3 * 17408^2 + 174080 = 909.3M weights
+        Case("mlp 3.8B", mlp(35584), (35584,), 1),  # 3.799B weights
+        Case("vgg16_bn", lambda: vgg16(10), (3, 32, 32), 3),
+        Case("resnet20", lambda: cifar_resnet(20), (3, 32, 32), 3),
+    ]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def _linearize(model: nn.Module) -> None:
+    """Absolute values of every floating-point tensor, in place (SynFlow's scores depend only on those)."""
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.is_floating_point():
+            tensor.abs_()
+
+
+def floor_seconds(model: nn.Module, shape: tuple[int, ...], iterations: int, device: torch.device) -> float:
+    """Seconds of ``iterations`` forward+backward passes of the linearized ``model`` on one all-ones example."""
+    model.eval()
+    _linearize(model)
+    ones = torch.ones((1, *shape), device=device)
+    for _ in range(3):  # warm-up (kernels, workspaces)
+        model(ones).sum().backward()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(iterations):
+        model(ones).sum().backward()
+    _sync(device)
+    seconds = time.perf_counter() - start
+    model.zero_grad(set_to_none=True)
+    return seconds
+
+
+def prune_seconds(model: nn.Module, shape: tuple[int, ...], iterations: int, device: torch.device) -> tuple[float, int]:
+    """Seconds of SynFlow pruning ``model`` to compression 100, and the peak bytes it adds (0 off CUDA)."""
+    example = torch.zeros((1, *shape), device=device)
+    cuda = device.type == "cuda"
+    _sync(device)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # layer collapse at compression 100 on the tiny networks
+        prune(model, compression=100, iterations=iterations, example_input=example)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return seconds, (torch.cuda.max_memory_allocated(device) - before) if cuda else 0
+
+
+def figure(case: Case, iterations: int, device: torch.device) -> str:
+    """Time and memory of one case against its floors; returns its markdown row."""
+    floors, prunes, peaks = [], [], []
+    count = size = 0
+    for _ in range(case.repeats):
+        for timed in (floor_seconds, prune_seconds):
+            torch.manual_seed(0)
+            with device:
+                model = case.build()  # a fresh copy each: the floor linearizes its own, pruning zeroes its own
+            weights = [m.weight for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+            count, size = sum(w.numel() for w in weights), sum(w.numel() * w.element_size() for w in weights)
+            if timed is floor_seconds:
+                floors.append(floor_seconds(model, case.shape, iterations, device))
+            else:
+                seconds, peak = prune_seconds(model, case.shape, iterations, device)
+                prunes.append(seconds)
+                peaks.append(peak)
+            del model, weights
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    floor, pruning = statistics.median(floors), statistics.median(prunes)
+    memory = f"{max(peaks) / size:.2f}x ({max(peaks) / 2**30:.2f} GiB)" if device.type == "cuda" else "n/a"
+    print(
+        f"[figure] {case.name} ({count:,} prunable weights): {iterations} fwd+bwd {floor:.3f} s | "
+        f"SynFlow {iterations} iterations {pruning:.3f} s = {pruning / floor:.2f}x the floor | peak extra memory "
+        f"{memory} of the prunable weights",
+        flush=True,
+    )
+    ratio = pruning / floor
+    return f"| {case.name} | {count:,} | {floor:.3f} s | {pruning:.3f} s | {ratio:.2f}x | {memory} |"
+
+
+def upkeep(device: torch.device, tiny: bool) -> None:
+    """Training step with ``MaskUpkeep`` against none (benchmarks/upkeep_step.py), AdamW: bf16 autocast over float32
+    weights (the issue's figure), then bf16 weights (BENCHMARKS.md's command)."""
+    widths = [64, 64, 10] if tiny else [4096] * 5 + [10]
+    for dtype, autocast in (("float32", True), ("bfloat16", False)):
+        args = argparse.Namespace(
+            device=device.type,
+            dtype=dtype,
+            optimizer="adamw",
+            impl="default",
+            widths=widths,
+            batch=8 if tiny else 256,
+            steps=3 if tiny else 100,
+            repeats=1 if tiny else 3,
+            warmup=1 if tiny else 10,
         )
+        how = "bf16 autocast, float32 weights" if autocast else "bf16 weights"
+        print(f"[figure] mask upkeep per step, AdamW, {how}, MLP {'-'.join(map(str, widths))}, batch {args.batch}")
+        with torch.autocast(device.type, dtype=torch.bfloat16) if autocast else nullcontext():
+            for sparsity in (1e-4, 0.9):
+                upkeep_step.compare(args, sparsity)
+
+
+def figures(device: torch.device, tiny: bool, iterations: int) -> None:
+    """Every figure, then the markdown rows for BENCHMARKS.md."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (torch selection backend)"
+    forced = selection_backend("torch") if device.type == "cpu" else nullcontext()
+    with forced:
+        rows = [figure(case, iterations, device) for case in cases(tiny)]
+    upkeep(device, tiny)
+    print(
+        f"\nSynFlow {iterations} iterations vs {iterations} fwd+bwd, {name}, torch {torch.__version__}, "
+        f"{datetime.date.today().isoformat()}:\n"
+    )
+    print("| network | prunable weights | floor | SynFlow | ratio | peak extra memory / weights |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(row)
 
 
 def amp_training() -> None:
@@ -191,13 +339,23 @@ def timm_warnings() -> None:
 
 
 def main() -> None:
-    assert torch.cuda.is_available(), "no CUDA device"
-    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}", flush=True)
-    cuda_vs_cpu_masks()
-    amp_training()
-    checkpoint_across_devices()
-    timm_warnings()
-    speed()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda", help="cuda (default) or cpu (smoke run, with --tiny)")
+    parser.add_argument("--tiny", action="store_true", help="tiny networks: checks that every step runs")
+    parser.add_argument("--figures-only", action="store_true", help="skip the pass/fail checks")
+    parser.add_argument("--iterations", type=int, help="SynFlow iterations and floor passes (default 100; tiny 10)")
+    args = parser.parse_args()
+    iterations = args.iterations or (10 if args.tiny else 100)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        assert torch.cuda.is_available(), "no CUDA device"
+        print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}", flush=True)
+        if not args.figures_only:
+            cuda_vs_cpu_masks()
+            amp_training()
+            checkpoint_across_devices()
+            timm_warnings()
+    figures(device, args.tiny, iterations)
     print("FAILED: " + ", ".join(FAILED) if FAILED else "all GPU checks passed")
     sys.exit(1 if FAILED else 0)
 

@@ -88,16 +88,22 @@ class AliveSet:
             for i, view, values in zip(tensors, views, scores):
                 self._pruned_now(i, keep_above(view.numpy(), values.numpy(), cut.threshold), view, zero)
             return zero
-        picks = cut.picks(backend.views(scores), backend.views(views))
-        for i, view, pick in zip(tensors, views, picks):
-            pick = torch.as_tensor(pick)
-            count = int(torch.count_nonzero(pick))
+        # Counted on the device and read once for all tensors; a compacted view (a quarter of the
+        # entries at most) keeps its picks until then, to turn them into positions.
+        found: list[torch.Tensor] = []
+        kept: list[torch.Tensor | None] = []
+        for view, picked in zip(views, cut.picks(backend.views(scores), backend.views(views))):
+            pick = torch.as_tensor(picked)
+            view &= ~pick
+            found.append(torch.count_nonzero(pick))
+            kept.append(pick if self.compacted else None)
+        counts = torch.stack(found).tolist() if found else []
+        for i, view, kept_pick, count in zip(tensors, views, kept, counts):
             if not count:
                 continue
-            view &= ~pick
-            if self.compacted:
+            if kept_pick is not None:
                 assert self._index is not None
-                positions = self._index[i][torch.nonzero(pick).view(-1)].long()
+                positions = self._index[i][torch.nonzero_static(kept_pick, size=count).view(-1)].long()
                 self._flat[i][positions] = False
                 self._pruned_now(i, count, positions, zero)
             else:

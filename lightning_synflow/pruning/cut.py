@@ -29,6 +29,7 @@ from lightning_synflow.pruning.select import (
     backend_of,
     kth_smallest,
     kth_with_hidden_zeros,
+    negatives_and_zeros,
 )
 
 
@@ -52,34 +53,38 @@ class Cut:
     def picks(self, values: Sequence[Array], keep: Sequence[Array]) -> Iterator[Array]:
         """Per segment, the alive entries the cut removes (boolean arrays like ``values``).
 
+        With a tie limit, the tied entries of every segment are counted first, all in one read (one
+        synchronization on a GPU), so each segment then knows how many of its ties go.
+
         Args:
             values: 1-D score arrays of one backend (numpy views or torch tensors).
             keep: boolean arrays (True = alive) matching ``values``.
         """
-        backend = backend_of(values)
-        remaining = self.ties
-        for v, k in zip(values, keep):
-            if remaining is None:
+        if self.ties is None:
+            for v, k in zip(values, keep):
                 yield (v <= self.threshold) & k
-                continue
+            return
+        backend = backend_of(values)
+        tied_counts = backend.counts((v == self.threshold) & k for v, k in zip(values, keep))
+        remaining = self.ties
+        for v, k, tied_count in zip(values, keep, tied_counts):
             pick = (v < self.threshold) & k
-            tied = (v == self.threshold) & k
-            if remaining > 0 and backend.count(tied):
-                take = tied & (backend.cumsum(tied) <= remaining)
-                remaining -= backend.count(take)
-                pick |= take
+            take = min(remaining, tied_count)
+            if take:
+                tied = (v == self.threshold) & k
+                pick |= tied if take == tied_count else tied & (backend.cumsum(tied) <= take)
+                remaining -= take
             yield pick
 
     def counts(self, values: Sequence[Array], keep: Sequence[Array]) -> list[int]:
-        """Per segment, how many alive entries the cut removes (arguments of :meth:`picks`)."""
-        backend = backend_of(values)
-        return [backend.count(pick) for pick in self.picks(values, keep)]
+        """Per segment, how many alive entries the cut removes (arguments of :meth:`picks`), read together."""
+        return backend_of(values).counts(self.picks(values, keep))
 
 
-def _kth_alive(values: Sequence[Array], backend: Backend[Any], need: int, present_pruned: int) -> float:
+def _kth_alive(values: Sequence[Array], need: int, present_pruned: int) -> float:
     """The ``need``-th smallest alive score, where ``values`` also hold ``present_pruned`` pruned zeros."""
-    negatives = sum(backend.count(v < 0) for v in values)
-    alive_zeros = sum(backend.count(v == 0) for v in values) - present_pruned
+    negatives, zeros = negatives_and_zeros(values)
+    alive_zeros = zeros - present_pruned
     if need <= negatives:
         return kth_smallest(values, need)
     if need <= negatives + alive_zeros:
@@ -137,8 +142,8 @@ def plan_cut(
             threshold, at_most = kth_with_hidden_zeros(values, n_prune, hidden_zeros)
             count = at_most - (present_pruned if threshold >= 0 else 0)
         elif need < n_alive:
-            threshold = _kth_alive(values, backend, need, present_pruned)
-            count = sum(backend.count((v <= threshold) & k) for v, k in zip(values, keep))
+            threshold = _kth_alive(values, need, present_pruned)
+            count = sum(backend.counts((v <= threshold) & k for v, k in zip(values, keep)))
         else:
             threshold, count = math.inf, n_alive
         if cap is None or already + count <= cap:
@@ -148,8 +153,8 @@ def plan_cut(
     if need >= n_alive:
         return Cut(math.inf, None, n_alive)
     # The need-th smallest alive score; pruned zeros that are present sit between negatives and positives.
-    threshold = _kth_alive(values, backend, need, present_pruned)
-    below = sum(backend.count((v < threshold) & k) for v, k in zip(values, keep))
+    threshold = _kth_alive(values, need, present_pruned)
+    below = sum(backend.counts((v < threshold) & k for v, k in zip(values, keep)))
     return Cut(threshold, need - below, need)
 
 
@@ -244,4 +249,4 @@ def select_to_prune(
         return [torch.zeros_like(m) for m in alive], [0] * len(alive)
     backend = backend or backend_for(scores)
     picks = list(cut.picks(backend.views(scores), backend.views(alive)))
-    return [torch.as_tensor(p) for p in picks], [backend.count(p) for p in picks]
+    return [torch.as_tensor(p) for p in picks], backend.counts(picks)

@@ -3,14 +3,22 @@
 The selection runs on one of two backends, chosen once per call: :data:`NUMPY` works on zero-copy
 numpy views of CPU tensors (its comparisons are several times faster than torch's on CPU), and
 :data:`TORCH` on the tensors themselves (CUDA and other devices). Both give the same values.
+
+The torch backend is built for GPUs: every count it needs in a step is reduced on the device and read
+back in one transfer for all segments together (each read is a host-device synchronization), its
+sample positions stay on the device, and it never runs ``kthvalue`` (one thread block per slice on
+CUDA) on more than a small band: a large band is bracketed again. :func:`selection_backend` forces a
+backend, so that the torch path can be checked on CPU tensors.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
+from itertools import chain
 from typing import Any, Generic, TypeVar, Union
 
 import numpy as np
@@ -23,9 +31,22 @@ A = TypeVar("A", np.ndarray, torch.Tensor)
 #: Chunk length for counting and banding numpy segments: small enough that the temporaries stay in cache.
 CHUNK = 1 << 18
 
+#: Default sample size of the bracket (the exact selection runs directly on at most four times as many values).
+SAMPLES = 1 << 16
+
+#: Half-width of the bracket around the sample quantile, in binomial standard deviations (plus 2 positions).
+SIGMAS = 6.0
+
 
 class Backend(ABC, Generic[A]):
-    """The array operations selection is built from, on one kind of 1-D array (``A``)."""
+    """The array operations selection is built from, on one kind of 1-D array (``A``).
+
+    Attributes:
+        rebracket: whether a band too large for :meth:`kth_exact` is bracketed again rather than
+            selected in one go.
+    """
+
+    rebracket = False
 
     @abstractmethod
     def views(self, tensors: Sequence[torch.Tensor]) -> list[A]:
@@ -36,20 +57,27 @@ class Backend(ABC, Generic[A]):
         """Number of True (nonzero) entries of ``mask``."""
 
     @abstractmethod
+    def counts(self, masks: Iterable[A]) -> list[int]:
+        """Number of True entries of each of ``masks``, read back together (one synchronization)."""
+
+    @abstractmethod
     def concat(self, parts: Sequence[A]) -> A:
         """The concatenation of ``parts`` (at least one)."""
 
     @abstractmethod
-    def kth_exact(self, values: A, k: int) -> float:
-        """The k-th smallest (1-based) value of ``values``, by exact selection over all of them."""
+    def kth_exact(self, values: A, k: int) -> tuple[float, int]:
+        """The k-th smallest (1-based) value of ``values`` by exact selection, and how many are at or below it."""
 
     @abstractmethod
-    def sort(self, values: A) -> A:
-        """``values`` sorted in increasing order (a copy)."""
+    def sample(self, segments: Sequence[A], count: int) -> A:
+        """Sorted values at ``count`` random positions of the concatenation of ``segments``.
+
+        The positions depend only on the segments' lengths, so iterations over the same view reuse them.
+        """
 
     @abstractmethod
-    def take(self, values: A, positions: np.ndarray) -> A:
-        """The entries of ``values`` at ``positions`` (an int64 numpy array)."""
+    def bracket(self, segments: Sequence[A], sample: A, low: int, high: int) -> tuple[float, float, int, A]:
+        """``lo, hi = sample[low], sample[high]``, how many values are ``<= lo``, and the values in ``(lo, hi]``."""
 
     @abstractmethod
     def cumsum(self, mask: A) -> A:
@@ -67,18 +95,26 @@ class _Numpy(Backend[np.ndarray]):
     def count(self, mask: np.ndarray) -> int:
         return int(np.count_nonzero(mask))
 
+    def counts(self, masks: Iterable[np.ndarray]) -> list[int]:
+        return [int(np.count_nonzero(mask)) for mask in masks]
+
     def concat(self, parts: Sequence[np.ndarray]) -> np.ndarray:
         return np.concatenate(parts)
 
-    def kth_exact(self, values: np.ndarray, k: int) -> float:
-        return float(np.partition(values, k - 1)[k - 1])
+    def kth_exact(self, values: np.ndarray, k: int) -> tuple[float, int]:
+        value = float(np.partition(values, k - 1)[k - 1])
+        return value, int(np.count_nonzero(values <= value))
 
-    def sort(self, values: np.ndarray) -> np.ndarray:
-        return np.sort(values)
+    def sample(self, segments: Sequence[np.ndarray], count: int) -> np.ndarray:
+        local = _sample_positions(tuple(len(s) for s in segments), count)
+        return np.sort(np.concatenate([s[p] for s, p in zip(segments, local)]))
 
-    def take(self, values: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        taken: np.ndarray = values[positions]
-        return taken
+    def bracket(
+        self, segments: Sequence[np.ndarray], sample: np.ndarray, low: int, high: int
+    ) -> tuple[float, float, int, np.ndarray]:
+        lo, hi = float(sample[low]), float(sample[high])
+        counted = [self.count_and_band(s, lo, hi) for s in segments]
+        return lo, hi, sum(count for count, _ in counted), np.concatenate([band for _, band in counted])
 
     def cumsum(self, mask: np.ndarray) -> np.ndarray:
         return np.cumsum(mask)
@@ -94,23 +130,50 @@ class _Numpy(Backend[np.ndarray]):
 
 
 class _Torch(Backend[torch.Tensor]):
+    rebracket = True
+
     def views(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return list(tensors)
 
     def count(self, mask: torch.Tensor) -> int:
         return int(torch.count_nonzero(mask))
 
+    def counts(self, masks: Iterable[torch.Tensor]) -> list[int]:
+        found = [torch.count_nonzero(mask) for mask in masks]  # each mask is freed once reduced
+        return torch.stack(found).tolist() if found else []
+
     def concat(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
-        return torch.cat(list(parts))
+        return torch.cat(list(parts)) if len(parts) > 1 else parts[0]
 
-    def kth_exact(self, values: torch.Tensor, k: int) -> float:
-        return float(torch.kthvalue(values, k).values)
+    def kth_exact(self, values: torch.Tensor, k: int) -> tuple[float, int]:
+        value = torch.kthvalue(values, k).values
+        read = torch.stack([value.double(), torch.count_nonzero(values <= value).double()]).tolist()
+        return read[0], int(read[1])
 
-    def sort(self, values: torch.Tensor) -> torch.Tensor:
-        return values.sort().values
+    def sample(self, segments: Sequence[torch.Tensor], count: int) -> torch.Tensor:
+        if len(segments) == 1:  # a band: positions drawn on the device, its length changes every call
+            values = segments[0]
+            generator = torch.Generator(values.device).manual_seed(len(values))
+            taken = values[torch.randint(0, len(values), (count,), generator=generator, device=values.device)]
+        else:
+            local = _device_positions(tuple(len(s) for s in segments), count, segments[0].device)
+            taken = torch.cat([s[p] for s, p in zip(segments, local)])
+        return taken.sort().values
 
-    def take(self, values: torch.Tensor, positions: np.ndarray) -> torch.Tensor:
-        return values[torch.from_numpy(positions).to(values.device)]
+    def bracket(
+        self, segments: Sequence[torch.Tensor], sample: torch.Tensor, low: int, high: int
+    ) -> tuple[float, float, int, torch.Tensor]:
+        lo, hi = sample[low], sample[high]  # compared on the device: no synchronization yet
+        at_most = [torch.count_nonzero(s <= bound) for s in segments for bound in (lo, hi)]
+        read = torch.cat([torch.stack([lo, hi]).double(), torch.stack(at_most).double()]).tolist()
+        counts = [int(c) for c in read[2:]]
+        parts = []
+        for s, at_most_lo, at_most_hi in zip(segments, counts[::2], counts[1::2]):
+            if at_most_hi > at_most_lo:  # the band's size is known, so extracting it needs no synchronization
+                inside = torch.nonzero_static((s > lo) & (s <= hi), size=at_most_hi - at_most_lo).view(-1)
+                parts.append(s[inside])
+        band = self.concat(parts) if parts else segments[0][:0]
+        return read[0], read[1], sum(counts[::2]), band
 
     def cumsum(self, mask: torch.Tensor) -> torch.Tensor:
         return torch.cumsum(mask, 0)
@@ -124,9 +187,37 @@ NUMPY: Backend[np.ndarray] = _Numpy()
 #: Selection on torch tensors (any device).
 TORCH: Backend[torch.Tensor] = _Torch()
 
+_BACKENDS: dict[str, Backend[Any]] = {"numpy": NUMPY, "torch": TORCH}
+_forced: list[Backend[Any]] = []
+
+
+@contextmanager
+def selection_backend(name: str) -> Iterator[Backend[Any]]:
+    """Within the block, :func:`backend_for` gives the ``"numpy"`` or ``"torch"`` backend for every device.
+
+    Internal: it lets tests and benchmarks run the torch (GPU) path on CPU tensors, where it must
+    give exactly the same cuts and masks as the numpy path. ``"numpy"`` is refused for non-CPU
+    tensors by their ``.numpy()``.
+
+    Raises:
+        ValueError: if ``name`` is not ``"numpy"`` or ``"torch"``.
+    """
+    if name not in _BACKENDS:
+        raise ValueError(f"selection_backend: name must be one of {sorted(_BACKENDS)}, got {name!r}")
+    _forced.append(_BACKENDS[name])
+    try:
+        yield _forced[-1]
+    finally:
+        _forced.pop()
+
 
 def backend_for(tensors: Sequence[torch.Tensor]) -> Backend[Any]:
-    """The backend for ``tensors``: :data:`NUMPY` for CPU tensors, :data:`TORCH` for the others."""
+    """The backend for ``tensors``: :data:`NUMPY` for CPU tensors, :data:`TORCH` for the others.
+
+    Inside :func:`selection_backend`, the backend it names.
+    """
+    if _forced:
+        return _forced[-1]
     return NUMPY if tensors and tensors[0].device.type == "cpu" else TORCH
 
 
@@ -144,22 +235,19 @@ def _sample_positions(sizes: tuple[int, ...], count: int) -> tuple[np.ndarray, .
     return tuple(positions[cuts[i] : cuts[i + 1]] - offsets[i] for i in range(len(sizes)))
 
 
-def _sample(backend: Backend[A], segments: Sequence[A], count: int) -> A:
-    """Sorted values at ``count`` random positions of the concatenation of ``segments``.
-
-    The positions depend only on the segments' lengths, so iterations over the same view reuse them.
-    """
-    local = _sample_positions(tuple(len(s) for s in segments), count)
-    return backend.sort(backend.concat([backend.take(s, p) for s, p in zip(segments, local)]))
+@lru_cache(maxsize=8)
+def _device_positions(sizes: tuple[int, ...], count: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """:func:`_sample_positions` copied to ``device`` once, for every later call on the same view."""
+    return tuple(torch.from_numpy(p).to(device) for p in _sample_positions(sizes, count))
 
 
-def kth_and_count(segments: Sequence[Array], k: int, samples: int = 1 << 16) -> tuple[float, int]:
+def kth_and_count(segments: Sequence[Array], k: int, samples: int | None = None) -> tuple[float, int]:
     """The k-th smallest value of the concatenation of ``segments``, and how many values are at or below it.
 
     Args:
         segments: 1-D arrays of one backend (see :func:`kth_smallest`).
         k: rank, ``1 <= k <= total length``.
-        samples: sample size for the bracket.
+        samples: sample size for the bracket (default :data:`SAMPLES`).
 
     Raises:
         ValueError: if ``k`` is out of range.
@@ -168,40 +256,57 @@ def kth_and_count(segments: Sequence[Array], k: int, samples: int = 1 << 16) -> 
     if not 1 <= k <= n:
         raise ValueError(f"k={k} is outside 1..{n}")
     backend = backend_of(segments)
-    if n > 4 * samples:
-        sample = _sample(backend, segments, samples)
-        q = k / n
-        spread = 6 * math.sqrt(samples * q * (1 - q)) + 2
-        lo = float(sample[max(math.floor(q * samples - spread), 0)])
-        hi = float(sample[min(math.ceil(q * samples + spread), samples - 1)])
-        counted = [backend.count_and_band(s, lo, hi) for s in segments]
-        at_most_lo = sum(count for count, _ in counted)
-        if k <= at_most_lo:
-            if sum(backend.count(s < lo) for s in segments) < k:
-                return lo, at_most_lo
-        else:
-            band = backend.concat([b for _, b in counted])
-            if k - at_most_lo <= len(band):
-                value = backend.kth_exact(band, k - at_most_lo)
-                return value, at_most_lo + backend.count(band <= value)
-    value = backend.kth_exact(backend.concat(segments), k)
-    return value, sum(backend.count(s <= value) for s in segments)
+    samples = samples or SAMPLES
+    while n > 4 * samples:
+        found = _bracketed(backend, segments, n, k, samples)
+        if found is not None:
+            return found
+        samples *= 4  # the bracket missed (rare): a larger sample brackets tighter
+    return backend.kth_exact(backend.concat(segments), k)
 
 
-def kth_smallest(segments: Sequence[Array], k: int, samples: int = 1 << 16) -> float:
+def _bracketed(backend: Backend[A], segments: Sequence[A], n: int, k: int, samples: int) -> tuple[float, int] | None:
+    """:func:`kth_and_count` by one bracket from a sample of ``samples`` values; None if the bracket misses."""
+    sample = backend.sample(segments, samples)
+    q = k / n
+    spread = SIGMAS * math.sqrt(samples * q * (1 - q)) + 2
+    low, high = max(math.floor(q * samples - spread), 0), min(math.ceil(q * samples + spread), samples - 1)
+    lo, _, at_most_lo, band = backend.bracket(segments, sample, low, high)
+    if k <= at_most_lo:  # the k-th is lo itself if fewer than k values are below it
+        if sum(backend.counts(s < lo for s in segments)) < k:
+            return lo, at_most_lo
+        return None
+    if k - at_most_lo > len(band):
+        return None
+    if backend.rebracket and len(band) > 4 * samples:
+        value, count = kth_and_count([band], k - at_most_lo, samples)
+    else:
+        value, count = backend.kth_exact(band, k - at_most_lo)
+    return value, at_most_lo + count
+
+
+def kth_smallest(segments: Sequence[Array], k: int, samples: int | None = None) -> float:
     """The exact k-th smallest (1-based) value of the concatenation of ``segments``, without building it.
 
     A random sample brackets the answer; one chunked pass counts the values at or below the bracket
-    and keeps those inside it, and an exact selection runs on that small band. Falls back to exact
-    selection over everything when the bracket misses (rare) or the data is small.
+    and keeps those inside it, and an exact selection runs on that small band (on the torch backend a
+    band larger than ``4 * samples`` is bracketed again). A bracket that misses (rare) is retried with
+    a four times larger sample; small data goes to exact selection directly.
 
     Args:
         segments: 1-D numpy arrays (the :data:`NUMPY` backend, used for CPU tensors) or 1-D torch
             tensors (the :data:`TORCH` backend), all of one kind.
         k: rank, ``1 <= k <= total length``.
-        samples: sample size for the bracket.
+        samples: sample size for the bracket (default :data:`SAMPLES`).
     """
     return kth_and_count(segments, k, samples)[0]
+
+
+def negatives_and_zeros(values: Sequence[Array]) -> tuple[int, int]:
+    """How many of ``values`` (arrays of one backend) are below zero and how many are exactly zero, read together."""
+    backend = backend_of(values)
+    found = backend.counts(chain((v < 0 for v in values), (v == 0 for v in values)))  # one mask at a time
+    return sum(found[: len(values)]), sum(found[len(values) :])
 
 
 def kth_with_hidden_zeros(values: Sequence[Array], k: int, hidden_zeros: int) -> tuple[float, int]:
@@ -214,11 +319,9 @@ def kth_with_hidden_zeros(values: Sequence[Array], k: int, hidden_zeros: int) ->
     """
     if hidden_zeros == 0:
         return kth_and_count(values, k)
-    backend = backend_of(values)
-    negatives = sum(backend.count(v < 0) for v in values)
+    negatives, zeros = negatives_and_zeros(values)
     if k <= negatives:
         return kth_and_count(values, k)
-    zeros = sum(backend.count(v == 0) for v in values)
     if k <= negatives + hidden_zeros + zeros:
         return 0.0, negatives + zeros
     return kth_and_count(values, k - hidden_zeros)
