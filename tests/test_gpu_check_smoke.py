@@ -27,8 +27,10 @@ def test_gpu_check_smoke_mode_prints_every_figure_and_the_markdown_rows():
     assert [row[0] for row in rows] == ["mlp (tiny)", "mlp (tiny, wider)", "vgg-like (tiny)", "resnet-8 (tiny)"]
     for _, count, floor, pruning, ratio in rows:
         assert int(count.replace(",", "")) > 1000 and float(floor) > 0 and float(pruning) > 0
-        low, high = float(pruning) / (float(floor) + 5e-4), float(pruning) / max(float(floor) - 5e-4, 1e-9)
-        assert low - 0.01 <= float(ratio) <= high + 0.01  # the printed times are rounded to 1 ms
+        # both printed times are rounded to 1 ms, the ratio is of the unrounded ones
+        low = (float(pruning) - 5e-4) / (float(floor) + 5e-4)
+        high = (float(pruning) + 5e-4) / max(float(floor) - 5e-4, 1e-9)
+        assert low - 0.01 <= float(ratio) <= high + 0.01
     assert "SynFlow 10 iterations vs 10 fwd+bwd, CPU (torch selection backend)" in out
     for sparsity in ("0.0001", "0.9"):
         assert out.count(f"sparsity {sparsity} (3 steps each, medians):") == 2
