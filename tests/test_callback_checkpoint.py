@@ -65,3 +65,10 @@ def test_state_dict_round_trip_and_empty_before_pruning():
     saved = unpack_state(pruning.state_dict())
     assert torch.equal(saved.masks["w"], pruning.masks["w"])
     assert saved.settings == SynFlowPruning(compression=2).settings
+
+
+def test_masks_from_checkpoint_names_a_directory_that_is_no_sharded_checkpoint(tmp_path):
+    from lightning_synflow import masks_from_checkpoint
+
+    with pytest.raises(ValueError, match="is a directory without 'meta.pt'"):
+        masks_from_checkpoint(tmp_path)

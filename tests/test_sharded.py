@@ -2,6 +2,7 @@
 
 import os
 import socket
+import warnings
 
 import pytest
 import torch
@@ -15,6 +16,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_synflow import SynFlowPruning, masks_from_checkpoint, prune, score
 from lightning_synflow.callback.sharded import check_sharded_module, check_sharded_setup
+from lightning_synflow.pruning.loop import ScoringData, prune_with
+from lightning_synflow.pruning.settings import PruningSettings
 
 WORLD = 2
 
@@ -105,6 +108,21 @@ def _core_job(rank: int, directory: str) -> None:
             torch.equal(m.to_local(), results[label]["masks"][n].chunk(WORLD)[rank]) for n, m in masks.items()
         )
 
+    # Starting masks (what a reprune or a further round passes): they stay pruned, the same masks as unsharded.
+    model = _net()
+    _shard(model, mesh)
+    masks = prune_with(model, PruningSettings.create(sparsity=0.9, iterations=5), _SYNFLOW_DATA, masks=_start_masks())
+    results["start"] = {"masks": _full(masks), "weights": _full(dict(model.named_parameters()))}
+
+    # bfloat16 parameters: FSDP2 computes the pass in bfloat16, which rank 0 says (the unsharded path: float32).
+    model = _net().to(torch.bfloat16)
+    _shard(model, mesh)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        masks = prune(model, sparsity=0.9, iterations=3, example_input=torch.zeros(1, 16))
+    results["bf16_warnings"] = [str(w.message) for w in caught if "runs in torch.bfloat16" in str(w.message)]
+    results["bf16_kept"] = sum(int(m.full_tensor().sum()) for m in masks.values())
+
     # A failing pruning (the hook raises at iteration 2) and refused options leave the model as it was.
     model = _net()
     _shard(model, mesh)
@@ -146,6 +164,31 @@ def _core_job(rank: int, directory: str) -> None:
     torch.save(results, f"{directory}/core{rank}.pt")
 
 
+_SYNFLOW_DATA = ScoringData(example_input=torch.zeros(1, 16))
+
+
+def _start_masks() -> dict:
+    """Masks already in force: every third entry of each weight pruned."""
+    return {
+        name: (torch.arange(p.numel()) % 3 != 0).view_as(p)
+        for name, p in _net().named_parameters()
+        if name.endswith("weight")
+    }
+
+
+def test_sharded_prune_from_starting_masks_equals_single_process(core):
+    model = _net()
+    expected = prune_with(
+        model, PruningSettings.create(sparsity=0.9, iterations=5), _SYNFLOW_DATA, masks=_start_masks()
+    )
+    for result in core:
+        for name, mask in expected.items():
+            assert torch.equal(result["start"]["masks"][name], mask), name
+            assert not bool((mask & ~_start_masks()[name]).any())  # pruned entries stayed pruned
+        for name, param in model.named_parameters():
+            assert torch.equal(result["start"]["weights"][name], param.detach()), name
+
+
 def _tied_net() -> nn.Sequential:
     """Weights taking only four magnitudes: most selections are decided by the tie rule."""
     model = _net()
@@ -172,6 +215,13 @@ def test_sharded_prune_equals_single_process_prune(core, label, options):
             assert torch.equal(got["masks"][name], mask), name  # the pattern too, ties included
         for name, param in model.named_parameters():
             assert torch.equal(got["weights"][name], param.detach()), name
+
+
+def test_sharded_prune_in_bfloat16_says_so_once_on_rank_zero_and_keeps_the_exact_count(core):
+    total = sum(p.numel() for name, p in _net().named_parameters() if name.endswith("weight"))
+    assert len(core[0]["bf16_warnings"]) == 1 and core[1]["bf16_warnings"] == []
+    assert "can differ from a float32 prune()" in core[0]["bf16_warnings"][0]
+    assert all(result["bf16_kept"] == total - int(0.9 * total) for result in core)
 
 
 def test_sharded_prune_restores_the_model_on_failure_and_refuses_before_changing_it(core):
@@ -283,6 +333,14 @@ def _fit_job(rank: int, directory: str, distributed: bool) -> None:
     trainer.fit(ShardedModule(seed=1), ckpt_path=checkpoint)
 
 
+def _reprune_job(rank: int, directory: str) -> None:
+    """Resume the sharded checkpoint with a higher sparsity and on_settings_change='reprune'."""
+    checkpoint = f"{directory}/True/last.ckpt"
+    pruning = SynFlowPruning(sparsity=0.95, iterations=10, on_settings_change="reprune", verbose=False, progress=False)
+    trainer = _trainer([pruning, Record(pruning, f"{directory}/reprune{rank}.pt")], True, 2)
+    trainer.fit(ShardedModule(seed=1), ckpt_path=checkpoint)
+
+
 def _failing_fit_job(rank: int, directory: str) -> None:
     """A model whose forward fails on the example input: every rank stops with the same clear error, none hangs."""
     module = ShardedModule()
@@ -299,6 +357,7 @@ def _all_jobs(rank: int, directory: str) -> None:
     for distributed in (True, False):
         os.makedirs(f"{directory}/{distributed}", exist_ok=True)
         _fit_job(rank, f"{directory}/{distributed}", distributed)
+    _reprune_job(rank, directory)
     _failing_fit_job(rank, directory)
 
 
@@ -336,10 +395,22 @@ def test_model_parallel_masks_in_force_and_resumed(runs, distributed):
                 assert all(int((s != 0).sum()) == 0 for s in record["state"][name]), (stage, name)
         for name, weight in records[0]["weights"].items():  # full weights equal across ranks
             assert torch.equal(weight, records[1]["weights"][name]), (stage, name)
-    # The full masks travel in the checkpoint's metadata (rank 0's): the file, or meta.pt of a sharded checkpoint.
-    masks = masks_from_checkpoint(tmp_path / "last.ckpt" / "meta.pt" if distributed else tmp_path / "last.ckpt")
+    # The full masks travel in the checkpoint's metadata (rank 0's): the file, or meta.pt in a sharded checkpoint.
+    masks = masks_from_checkpoint(tmp_path / "last.ckpt")  # a directory for a sharded checkpoint
     assert masks.keys() == expected.keys()
     assert all(torch.equal(masks[name], expected[name]) for name in expected)
+
+
+def test_reprune_from_a_sharded_checkpoint_prunes_further_from_its_masks(runs):
+    saved = masks_from_checkpoint(runs / "True" / "last.ckpt")  # the sharded checkpoint's directory
+    total = sum(m.numel() for m in saved.values())
+    records = [torch.load(runs / f"reprune{r}.pt", weights_only=True) for r in range(WORLD)]
+    for record in records:
+        assert sum(int(m.sum()) for m in record["masks"].values()) == total - int(0.95 * total)
+        for name, mask in record["masks"].items():
+            assert not bool((mask & ~saved[name]).any()), name  # the checkpoint's pruned entries stay pruned
+            assert torch.equal(mask, records[0]["masks"][name])
+            assert int((record["weights"][name][~mask] != 0).sum()) == 0, name
 
 
 # -- refused at setup ------------------------------------------------------------------------------------------

@@ -71,8 +71,9 @@ def check_sharded_setup(strategy: Strategy, arguments: Mapping[str, Any]) -> Non
     if refused:
         raise MisconfigurationException(
             f"SynFlowPruning under ModelParallelStrategy (sharded weights) does not support {', '.join(refused)}: "
-            f"it prunes once at fit start with method in {list(SHARDED_METHODS)}, and every option above at its "
-            "default. Prune the unsharded model with lightning_synflow.prune() before sharding it for the others."
+            f"it prunes once at fit start with method in {list(SHARDED_METHODS)} and {', '.join(defaults)} at "
+            "their defaults. Prune the unsharded model with lightning_synflow.prune() before sharding it for the "
+            "others."
         )
 
 

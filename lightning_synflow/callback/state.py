@@ -17,6 +17,9 @@ from lightning_synflow.pruning.settings import PruningSettings
 #: Version of the checkpoint layout written by :func:`pack_state` (3: schedule progress and rewind point).
 STATE_VERSION = 3
 
+#: The file of a sharded checkpoint directory that holds everything but the sharded tensors (Lightning's name).
+SHARDED_METADATA = "meta.pt"
+
 #: The settings written by the first release (version 1), spelled as the user gave them.
 _LEGACY_KEYS = ("sparsity", "compression", "method", "iterations", "schedule", "scope", "parameters", "exclude")
 
@@ -158,7 +161,8 @@ def masks_from_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tenso
     in a later inference script.
 
     Args:
-        path: a ``.ckpt`` file written by a Trainer that ran ``SynFlowPruning``.
+        path: a ``.ckpt`` file written by a Trainer that ran ``SynFlowPruning``, or the directory of a
+            sharded checkpoint (``ModelParallelStrategy``), whose ``meta.pt`` holds the callback's state.
 
     Returns:
         Boolean CPU masks (True = kept) keyed by qualified parameter name.
@@ -167,6 +171,14 @@ def masks_from_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tenso
         ValueError: the checkpoint holds no SynFlowPruning masks (none, or saved before the first round of
             ``prune_epoch``).
     """
+    if os.path.isdir(path):
+        metadata = os.path.join(path, SHARDED_METADATA)
+        if not os.path.isfile(metadata):
+            raise ValueError(
+                f"{os.fspath(path)!r} is a directory without {SHARDED_METADATA!r}: give a checkpoint file or the "
+                "directory of a sharded checkpoint"
+            )
+        path = metadata
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     states = [
         state

@@ -90,14 +90,13 @@ def _refuse_options(settings: PruningSettings, batches: object, masks: object) -
         "reinitialize": settings.reinitialize,
         "train_mode": settings.train_mode,
         "min_density": settings.min_density is not None,
-        "masks": masks is not None,
     }
     refused = [name for name, given in options.items() if given]
     if refused:
         raise ValueError(
             f"{refused} not supported on a sharded (DTensor) model: prune it with `invert`, `shuffle`, "
-            "`reinitialize`, `train_mode` and `min_density` at their defaults and without starting `masks`, or "
-            "prune the unsharded model before sharding it."
+            "`reinitialize`, `train_mode` and `min_density` at their defaults, or prune the unsharded model before "
+            "sharding it."
         )
 
 
@@ -359,6 +358,7 @@ class _Scorer:
         self.example_input = example_input
         self.mesh = mesh
         self._warned = False
+        self._warned_dtype = False
         if settings.method == "synflow":
             workspace.linearize()
         self.generator: torch.Generator | None = None
@@ -385,6 +385,7 @@ class _Scorer:
         with torch.enable_grad():
             flow = output_sum(call_on_ones(self.model, self.example_input, local.dtype, local.device))
         value = float(flow.detach())
+        self._warn_narrow(flow.dtype)
         if not math.isfinite(value):
             raise FloatingPointError(
                 f"The synaptic flow R = {value} is not finite in {local.dtype}: a sharded model is scored in its "
@@ -413,7 +414,7 @@ class _Scorer:
                 f"SynFlow scores are not finite (R = {value:.6g}) on {bad} rank(s): a sharded model is scored in its "
                 "parameters' dtype, without float64 widening. Prune the unsharded model, or fewer layers."
             )
-        if unreached and not self._warned:
+        if unreached and not self._warned and self.mesh.rank == 0:
             self._warned = True
             warnings.warn(
                 f"No gradient reached {unreached[:5]} in the SynFlow pass, so they score 0 and are pruned first.",
@@ -421,6 +422,22 @@ class _Scorer:
                 stacklevel=4,
             )
         return scores
+
+    def _warn_narrow(self, dtype: torch.dtype) -> None:
+        """Say once (rank 0) that the pass ran in a dtype narrower than float32, unlike the unsharded prune()."""
+        if dtype not in (torch.float16, torch.bfloat16) or self._warned_dtype:
+            return
+        self._warned_dtype = True
+        if self.mesh.rank == 0:
+            warnings.warn(
+                f"SynFlow on a sharded model runs in {dtype}, the dtype FSDP2 computes in (the parameters' dtype or "
+                "the MixedPrecisionPolicy's param_dtype), while the unsharded prune() scores in float32: the masks "
+                "can differ from a float32 prune() where scores are close (a few entries per layer). The count is "
+                "exact and every rank has the same masks. For float32 scores, prune before sharding, or shard with "
+                "float32 parameters and no param_dtype policy for the pruning run.",
+                UserWarning,
+                stacklevel=5,
+            )
 
 
 def _row_ranges(prunable: Mapping[str, torch.Tensor], mesh: _Mesh) -> list[slice]:
@@ -452,7 +469,7 @@ def _check_zero_scores(
         label, cause = ALL_ZERO_CAUSES[method]
         raise ValueError(f"Every {label} score is exactly zero, so no weight can be ranked above another: {cause}")
     fraction = sum(zeros) / sum(sizes)
-    if fraction > _ZERO_WARNING_FRACTION:
+    if fraction > _ZERO_WARNING_FRACTION and mesh.rank == 0:
         worst = sorted(zip(names, zeros, sizes), key=lambda item: -item[1] / max(item[2], 1))[:5]
         layers = ", ".join(f"{name} ({count / size:.0%})" for name, count, size in worst if count)
         warnings.warn(
@@ -526,7 +543,8 @@ def prune_sharded(
         progress: show a progress bar over iterations (rank 0 only).
         on_iteration: called after each iteration with its number and the current masks.
         batches: unused (the data methods are refused).
-        masks: starting masks; refused.
+        masks: masks already in force (True = kept), full or DTensor, keyed like the result: their pruned
+            entries stay pruned and count toward the target.
 
     Returns:
         Boolean DTensor masks (True = kept) keyed by qualified parameter name, placed like their
@@ -550,8 +568,14 @@ def prune_sharded(
     if bad:
         raise ValueError("A prunable parameter holds NaN or infinite values; pruning needs finite weights.")
     sizes = [p.numel() for p in prunable.values()]
-    keep = [torch.ones(_local(p).numel(), dtype=torch.bool, device=_local(p).device) for p in prunable.values()]
-    pruned = [0] * len(names)
+    if masks is None:
+        keep = [torch.ones(_local(p).numel(), dtype=torch.bool, device=_local(p).device) for p in prunable.values()]
+    else:
+        from lightning_synflow.pruning.loop import _starting_masks
+
+        start = dict(zip(names, _starting_masks(prunable, settings, masks)))  # checked on every rank alike
+        keep = [_local(m).reshape(-1).clone() for m in shard_masks(prunable, start).values()]
+    pruned = [size - kept for size, kept in zip(sizes, mesh.sum([int(k.sum()) for k in keep]))]
     final_count = prune_count(settings.density, sum(sizes))
     if final_count:
         _loop(model, prunable, settings, example_input, mesh, rows, keep, pruned, progress, on_iteration)
@@ -560,7 +584,9 @@ def prune_sharded(
             _local(param).view(-1).masked_fill_(~k, 0)
     final = _as_dtensors(prunable, keep)
     if any(p == n for p, n in zip(pruned, sizes)):
-        warn_collapsed({name: _full(m) for name, m in final.items()}, settings, stacklevel=4)
+        full = {name: _full(m) for name, m in final.items()}  # a collective: every rank
+        if mesh.rank == 0:
+            warn_collapsed(full, settings, stacklevel=4)
     return final
 
 
@@ -588,6 +614,9 @@ def _loop(
         groups = [([i], size, prune_count(density, size)) for i, size in enumerate(sizes)]
     workspace = _ShardedWorkspace(model, list(prunable.values()))
     try:
+        with torch.no_grad():  # entries pruned before this call: zero in the working weights (SynFlow's paths)
+            for param, k in zip(prunable.values(), keep):
+                _local(param).view(-1).masked_fill_(~k, 0)
         scorer = _Scorer(model, prunable, settings, example_input, workspace, mesh)
         steps = schedule_densities(density, settings.iterations, settings.schedule)
         shown = _progress(steps, progress and mesh.rank == 0, settings.method)
