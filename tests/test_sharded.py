@@ -473,3 +473,19 @@ def test_unsharded_module_and_fsdp1_are_refused():
         r"ModelParallelStrategy.*FSDP1 \(FSDPStrategy",
     ):
         pruning.setup(trainer, ShardedModule(), "fit")
+
+
+def test_prune_of_an_unsharded_model_does_not_import_dtensor():
+    """Checking for DTensors must not import torch.distributed.tensor (time and memory inside every prune())."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from lightning_synflow import prune\n"
+        "prune(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)), sparsity=0.5, iterations=2,\n"
+        "      example_input=torch.zeros(1, 4))\n"
+        "print('torch.distributed.tensor' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"

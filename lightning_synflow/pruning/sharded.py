@@ -21,6 +21,7 @@ pruning leaves the model exactly as it was).
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,12 +55,15 @@ IterationHook = Callable[[int, dict[str, torch.Tensor]], None]
 
 
 def is_sharded(model: nn.Module) -> bool:
-    """Whether any parameter of ``model`` is a DTensor (FSDP2's ``fully_shard``, tensor parallelism)."""
-    if not dist.is_available():
-        return False
-    from torch.distributed.tensor import DTensor
+    """Whether any parameter of ``model`` is a DTensor (FSDP2's ``fully_shard``, tensor parallelism).
 
-    return any(isinstance(p, DTensor) for p in model.parameters())
+    Without ``torch.distributed.tensor`` imported no DTensor exists, so nothing is imported then (its
+    import would cost time and memory inside every ``prune()``).
+    """
+    module = sys.modules.get("torch.distributed.tensor")
+    if module is None:
+        return False
+    return any(isinstance(p, module.DTensor) for p in model.parameters())
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:
