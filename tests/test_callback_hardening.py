@@ -202,6 +202,16 @@ def test_reprune_to_a_higher_sparsity_starts_from_the_checkpoint_masks_without_a
     assert all(torch.equal(expected[n], resumed.masks[n].cpu()) for n in expected)
 
 
+def test_reprune_with_a_changed_selection_prunes_the_new_selection_from_dense(saved_run):
+    saved, path = saved_run
+    resumed = _quiet(sparsity=0.95, exclude=["head2.weight"], on_settings_change="reprune")
+    with pytest.warns(UserWarning, match="re-pruning"):
+        quiet_trainer(callbacks=[resumed], max_epochs=2).fit(SmallNet("adam"), ckpt_path=path)
+    assert set(resumed.masks) == set(saved) - {"head2.weight"}
+    total = sum(m.numel() for m in resumed.masks.values())
+    assert sum(int(m.sum()) for m in resumed.masks.values()) == total - int(0.95 * total)
+
+
 def test_resume_with_changed_settings_reprune_prunes_to_the_new_density(saved_run):
     saved, path = saved_run
     resumed = _quiet(sparsity=0.95, method="magnitude", on_settings_change="reprune")

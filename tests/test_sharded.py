@@ -161,6 +161,16 @@ def _core_job(rank: int, directory: str) -> None:
         prune(model, sparsity=0.9, iterations=3, example_input=torch.zeros(1, 16))
     results["overflow"] = str(error.value)
     results["overflow_unchanged"] = all(torch.equal(before[n], p.full_tensor()) for n, p in model.named_parameters())
+    # One that underflows float32 (tiny weights, no biases) is refused too: scores flushed to 0 would go first.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 13, bias=False), nn.ReLU(), nn.Linear(13, 11, bias=False), nn.ReLU())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1e-12)
+    _shard(model, mesh)
+    with pytest.raises(FloatingPointError, match="overflow or underflow") as error:
+        prune(model, sparsity=0.5, iterations=3, example_input=torch.zeros(1, 16))
+    results["underflow"] = str(error.value)
     torch.save(results, f"{directory}/core{rank}.pt")
 
 
@@ -232,6 +242,7 @@ def test_sharded_prune_restores_the_model_on_failure_and_refuses_before_changing
         assert "['invert'] not supported" in result["refused"][1]
         assert "['min_density'] not supported" in result["refused"][2]
         assert result["overflow"] and result["overflow_unchanged"]
+        assert "R = " in result["underflow"]
 
 
 # -- the callback under ModelParallelStrategy --------------------------------------------------------------------
@@ -331,6 +342,13 @@ def _fit_job(rank: int, directory: str, distributed: bool) -> None:
     resumed = SynFlowPruning(sparsity=0.9, iterations=10, verbose=False, progress=False)
     trainer = _trainer([resumed, Record(resumed, f"{directory}/resume{rank}.pt")], distributed, 2)
     trainer.fit(ShardedModule(seed=1), ckpt_path=checkpoint)
+    if distributed:
+        # Resuming a finished run (no training, no sanity check): the masks still reach the next checkpoint.
+        trainer.save_checkpoint(f"{directory}/finished.ckpt")
+        again = SynFlowPruning(sparsity=0.9, iterations=10, verbose=False, progress=False)
+        trainer = _trainer([again], distributed, 2)
+        trainer.fit(ShardedModule(seed=2), ckpt_path=f"{directory}/finished.ckpt")
+        trainer.save_checkpoint(f"{directory}/after_finished.ckpt")
 
 
 def _reprune_job(rank: int, directory: str) -> None:
@@ -399,6 +417,9 @@ def test_model_parallel_masks_in_force_and_resumed(runs, distributed):
     masks = masks_from_checkpoint(tmp_path / "last.ckpt")  # a directory for a sharded checkpoint
     assert masks.keys() == expected.keys()
     assert all(torch.equal(masks[name], expected[name]) for name in expected)
+    if distributed:
+        masks = masks_from_checkpoint(tmp_path / "after_finished.ckpt")
+        assert all(torch.equal(masks[name], expected[name]) for name in expected)
 
 
 def test_reprune_from_a_sharded_checkpoint_prunes_further_from_its_masks(runs):

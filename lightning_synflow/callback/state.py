@@ -105,17 +105,28 @@ def unpack_state(state: dict[str, Any]) -> SavedMasks:
         raise ValueError(f"the checkpoint's SynFlowPruning state is not readable ({error!r})") from error
 
 
-def reprune_start(saved: SavedMasks, settings: PruningSettings) -> Optional[dict[str, torch.Tensor]]:
+def reprune_start(
+    saved: SavedMasks, settings: PruningSettings, shapes: dict[str, torch.Size]
+) -> Optional[dict[str, torch.Tensor]]:
     """The checkpoint's masks, where re-pruning its (masked) weights from them gives the same masks as from dense.
 
     SynFlow and magnitude score a zero weight exactly 0, so the entries the checkpoint pruned go first
     whenever the new settings prune at least as many (in total, or per tensor in local scope): starting from
     its masks then changes nothing, except that those zeros no longer count as alive zero scores (which
     would warn that ties among them are arbitrary). None where that does not hold (other methods, ``invert``,
-    ``shuffle``, floors, fewer weights pruned): re-prune from dense.
+    ``shuffle``, floors, fewer weights pruned, prunable tensors other than the checkpoint's): re-prune
+    from dense. Where the new target prunes fewer than the zero-scored entries, the weights are the same
+    either way, only which zeros are marked pruned may differ.
+
+    Args:
+        saved: what the checkpoint holds.
+        settings: the new settings.
+        shapes: the shape of each tensor the new settings select, by name.
     """
     masks = saved.masks
     if masks is None or settings.method not in ("synflow", "magnitude"):
+        return None
+    if set(masks) != set(shapes) or any(masks[name].shape != shape for name, shape in shapes.items()):
         return None
     if settings.invert or settings.shuffle or settings.min_density is not None:
         return None

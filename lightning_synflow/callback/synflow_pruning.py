@@ -406,11 +406,20 @@ class SynFlowPruning(Callback):
 
     @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        saved = self._saved
+        if self._deferred and saved is not None and saved.masks is not None:
+            # A resumed fit that neither validated nor trained (e.g. already at max_epochs): the masks are the
+            # checkpoint's, as restored weights already carry them; keep them for later checkpoints.
+            self._follow(saved)
+            self._packed = PackedMasks.of(saved.masks)  # full CPU masks: no collective
+            self._remember(pl_module)
+        self._deferred = False
         self._detach()
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self._saved = None  # a checkpoint read for this fit never reaches the next one
+        self._fitting = self._deferred = False
         self._detach()
 
     @override
@@ -526,7 +535,9 @@ class SynFlowPruning(Callback):
         if changed and choice == "reprune":
             rank_zero_warn(f"SynFlowPruning: settings changed since the checkpoint ({sorted(changed)}); re-pruning.")
             # Once, now, to the final density: a new schedule cannot restart mid-fit.
-            self._prune(trainer, pl_module, self._settings, start=reprune_start(saved, self._settings))
+            params = dict(pl_module.named_parameters())
+            shapes = {name: params[name].shape for name in names_now}
+            self._prune(trainer, pl_module, self._settings, start=reprune_start(saved, self._settings, shapes))
             self._made_with, self._following = self._settings, self._schedule
             self._done, self._rewind = self._schedule.levels, None
             return

@@ -202,7 +202,7 @@ class SynFlowScorer:
         with torch.enable_grad(), _repeated_inputs(workspace.model, self.examples):
             flow = output_sum(call_on_ones(workspace.model, self.example_input, self.dtype, params[0].device))
         self._flow, self._nan = float(flow.detach()), False
-        if not (last_resort or _in_safe_range(self._flow, self.dtype)):
+        if not (last_resort or in_safe_range(self._flow, self.dtype)):
             return None
         scores: list[torch.Tensor | None] = [None] * len(params)
         in_place = not self.alive.compacted
@@ -314,7 +314,7 @@ def _repeated_inputs(model: nn.Module, times: int) -> Iterator[None]:
         handle.remove()
 
 
-def _in_safe_range(flow: float, dtype: torch.dtype) -> bool:
+def in_safe_range(flow: float, dtype: torch.dtype) -> bool:
     """Whether R leaves room for its gradients in ``dtype``: far from overflow and from underflow."""
     info = torch.finfo(dtype)
     low, high = math.log2(info.tiny) + 64, math.log2(info.max) - 24

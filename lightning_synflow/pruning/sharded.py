@@ -35,7 +35,7 @@ from lightning_synflow.pruning.cut import Cut
 from lightning_synflow.pruning.finish import warn_collapsed
 from lightning_synflow.pruning.inputs import ExampleInput, call_on_ones, output_sum, validate_example_input
 from lightning_synflow.pruning.schedule import prune_count, schedule_densities
-from lightning_synflow.pruning.scores import score_dtype
+from lightning_synflow.pruning.scores import in_safe_range, score_dtype
 from lightning_synflow.pruning.settings import PruningSettings
 from lightning_synflow.pruning.targets import select_prunable
 
@@ -390,11 +390,12 @@ class _Scorer:
             flow = output_sum(call_on_ones(self.model, self.example_input, local.dtype, local.device))
         value = float(flow.detach())
         self._warn_narrow(flow.dtype)
-        if not math.isfinite(value):
+        if not math.isfinite(value) or (value != 0 and not in_safe_range(value, flow.dtype)):
             raise FloatingPointError(
-                f"The synaptic flow R = {value} is not finite in {local.dtype}: a sharded model is scored in its "
-                "parameters' dtype, without the float64 widening of the single-process prune(). Prune the unsharded "
-                "model, or fewer layers, or use method='magnitude'."
+                f"The synaptic flow R = {value} is not finite in {flow.dtype}, or so large or small that its "
+                "gradients could overflow or underflow there (scores flushed to 0 would be pruned first): a sharded "
+                "model is scored in the dtype FSDP2 computes in, without the float64 widening of the single-process "
+                "prune(). Prune the unsharded model, or fewer layers, or use method='magnitude'."
             )
         if flow.requires_grad:  # else the output does not depend on any weight: every score is 0
             flow.backward()
