@@ -32,6 +32,11 @@ def reset_peak_rss() -> int:
     return _status("VmRSS")
 
 
+def current_rss() -> int:
+    """Current RSS of this process, in bytes."""
+    return _status("VmRSS")
+
+
 def peak_rss() -> int:
     """Peak RSS of this process since the last :func:`reset_peak_rss`, in bytes."""
     return _status("VmHWM")

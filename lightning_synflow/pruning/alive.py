@@ -10,12 +10,17 @@ from lightning_synflow.pruning.cut import Cut
 from lightning_synflow.pruning.select import NUMPY, backend_for, keep_above
 
 #: Alive fraction of all entries below which the view is first compacted to the alive entries. A
-#: compacted view holds a score and an int32 position per entry; waiting until a quarter are alive
-#: keeps the pruning loop's peak memory under twice the prunable weights.
-FIRST_COMPACT_BELOW = 0.25
+#: compacted view holds a float32 score, an int32 position and a bool per entry (9 bytes), while
+#: the gradient of one weight tensor is alive beside it; waiting until 15% are alive keeps that
+#: under 0.35x the float32 prunable weights, and the loop's peak under twice them for a model whose
+#: largest prunable tensor holds up to a quarter of the weights.
+FIRST_COMPACT_BELOW = 0.15
 
 #: Alive fraction of a compacted view below which it is compacted again.
 COMPACT_BELOW = 0.6
+
+#: Entries per chunk when :meth:`AliveSet.collect_product` gathers weights (a 4 MB float32 temporary).
+GATHER_CHUNK = 1 << 20
 
 
 class AliveSet:
@@ -56,6 +61,21 @@ class AliveSet:
         """Flat scores of the view's entries of tensor ``i``, from its full score tensor."""
         flat = scores.reshape(-1)
         return flat if self._index is None else flat.index_select(0, self._index[i])
+
+    def collect_product(self, i: int, grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Flat ``|grad| * weight`` at the view's entries of tensor ``i``; ``grad`` may be overwritten.
+
+        Compacted, only the view's entries are gathered and multiplied (in chunks of
+        :data:`GATHER_CHUNK`), with no full-size pass or temporary; the values are the same.
+        """
+        if self._index is None:
+            return grad.abs_().mul_(weight).view(-1)
+        index, weights = self._index[i], weight.reshape(-1)
+        scores = grad.reshape(-1).index_select(0, index).abs_()
+        for start in range(0, index.numel(), GATHER_CHUNK):
+            part = index[start : start + GATHER_CHUNK]
+            scores[start : start + GATHER_CHUNK].mul_(weights.index_select(0, part))
+        return scores
 
     def gather(self, scores: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Flat scores of the view's entries, from full score tensors."""

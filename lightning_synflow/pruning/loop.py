@@ -112,7 +112,7 @@ def _check_zero_scores(
     train_mode: bool = False,
 ) -> None:
     """Refuse alive scores that are all zero (any mask would be arbitrary); for SynFlow, warn when many are."""
-    zeros = [int(((s == 0) & a).sum()) for s, a in zip(scores, alive)]
+    zeros = [int(torch.count_nonzero((s == 0) & a)) for s, a in zip(scores, alive)]  # no int64 copy, unlike sum
     sizes = [int(torch.count_nonzero(a)) for a in alive]
     total = sum(sizes)
     hint = _TRAIN_MODE_CAUSE if train_mode and method == "synflow" else ""
@@ -500,6 +500,7 @@ def _run(
                     zero.update(alive.apply(cut, [gathered[i] for i in chosen], chosen))
             del gathered
             workspace.zero({names[i]: where for i, where in zero.items()})
+            del zero  # its int64 positions would otherwise sit beside the next iteration's gradients
             alive.compact_if_sparse()
             if on_iteration is not None:
                 on_iteration(step + 1, dict(zip(names, alive.masks)))

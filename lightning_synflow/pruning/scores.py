@@ -169,7 +169,8 @@ class SynFlowScorer:
 
     Memory: each weight's gradient is turned into scores as soon as backward produces it, and freed.
     While the alive set is not compacted the scores overwrite the working weights (rebuilt from the
-    originals before the next pass); once it is, only the alive entries' scores are kept.
+    originals before the next pass); once it is, only the view's entries of the gradient and weight
+    are gathered and multiplied, and only their scores are kept.
 
     Args:
         workspace: the scoring workspace of the model.
@@ -215,7 +216,7 @@ class SynFlowScorer:
             if in_place:
                 scores[i] = weight.mul_(grad.abs_()).view(-1)
             else:
-                scores[i] = self.alive.collect(i, grad.abs_().mul_(weight))
+                scores[i] = self.alive.collect_product(i, grad, weight)
 
         handles = [p.register_post_accumulate_grad_hook(partial(to_scores, i)) for i, p in enumerate(params)]
         if in_place:
