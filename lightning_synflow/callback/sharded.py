@@ -21,6 +21,7 @@ from torch.utils.hooks import RemovableHandle
 
 from lightning_synflow.callback.rounds import RoundSchedule
 from lightning_synflow.callback.state import pack_state
+from lightning_synflow.callback.upkeep import masked_parameters
 from lightning_synflow.pruning.bits import pack_mask, unpack_mask
 from lightning_synflow.pruning.settings import PruningSettings
 from lightning_synflow.pruning.sharded import SHARDED_METHODS, shard_masks, sharded_mesh
@@ -154,15 +155,7 @@ class ShardedUpkeep:
     """
 
     def __init__(self, module: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
-        params = dict(module.named_parameters())
-        missing = [name for name in masks if name not in params]
-        if missing:
-            raise ValueError(f"the masks name parameters that the module does not have: {missing[:5]}")
-        for name, mask in masks.items():
-            if mask.shape != params[name].shape:
-                raise ValueError(
-                    f"the mask of {name!r} has shape {list(mask.shape)}, the parameter {list(params[name].shape)}"
-                )
+        params = masked_parameters(module, masks)
         #: Boolean DTensor masks placed like their parameters, keyed by name.
         self.masks = shard_masks({name: params[name] for name in masks}, masks)
         self._pruned = {params[name]: ~_local(mask) for name, mask in self.masks.items()}

@@ -9,7 +9,7 @@ step; every other optimizer or setting gets its weights re-masked after the step
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Callable, NamedTuple, Optional
 
 import torch
@@ -67,6 +67,24 @@ def _zero_pruned(pairs: Iterable[tuple[torch.Tensor, _Pruned]], exact: bool = Fa
         torch._foreach_mul_(tensors, keeps)
 
 
+def masked_parameters(module: nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[str, nn.Parameter]:
+    """The module's parameters by name, checked to include every masked one with the mask's shape.
+
+    Raises:
+        ValueError: a mask names a parameter the module lacks, or its shape differs.
+    """
+    params = dict(module.named_parameters())
+    missing = [name for name in masks if name not in params]
+    if missing:
+        raise ValueError(f"the masks name parameters that the module does not have: {missing[:5]}")
+    for name, mask in masks.items():
+        if mask.shape != params[name].shape:
+            raise ValueError(
+                f"the mask of {name!r} has shape {list(mask.shape)}, the parameter {list(params[name].shape)}"
+            )
+    return params
+
+
 class MaskUpkeep:
     """Holds a module's masks in force: weights, gradients and optimizer state of pruned entries stay zero.
 
@@ -88,15 +106,7 @@ class MaskUpkeep:
     """
 
     def __init__(self, module: nn.Module, masks: dict[str, torch.Tensor]) -> None:
-        params = dict(module.named_parameters())
-        missing = [name for name in masks if name not in params]
-        if missing:
-            raise ValueError(f"the masks name parameters that the module does not have: {missing[:5]}")
-        for name, mask in masks.items():
-            if mask.shape != params[name].shape:
-                raise ValueError(
-                    f"the mask of {name!r} has shape {list(mask.shape)}, the parameter {list(params[name].shape)}"
-                )
+        params = masked_parameters(module, masks)
         #: Masks on each parameter's device, keyed by name.
         self.masks = {name: mask.to(params[name].device) for name, mask in masks.items()}
         #: Masked tensors zeroed again after an optimizer step (the fallback), counted since construction.
