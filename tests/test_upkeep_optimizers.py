@@ -32,6 +32,13 @@ def _model_and_masks() -> tuple[nn.Module, dict[str, torch.Tensor]]:
     return model, masks
 
 
+def _attached(model: nn.Module, masks: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> MaskUpkeep:
+    """The masks' upkeep on ``model``, attached to ``optimizer``."""
+    upkeep = MaskUpkeep(model, masks)
+    upkeep.attach([optimizer])
+    return upkeep
+
+
 def _step(model: nn.Module, upkeep: MaskUpkeep, optimizer: torch.optim.Optimizer, closure: bool = True) -> None:
     """One step; with ``closure`` as Lightning's automatic optimization runs it: the step's pre-hooks run before
     the closure's backward (on the first step no gradient exists yet), and its post-hooks after the update."""
@@ -164,8 +171,7 @@ def test_the_check_runs_per_group_and_per_step():
         [{"params": [model[0].weight]}, {"params": [model[2].weight], "eps": 1e-8}, {"params": [model[0].bias]}],
         lr=0.01,
     )
-    upkeep = MaskUpkeep(model, masks)
-    upkeep.attach([optimizer])
+    upkeep = _attached(model, masks, optimizer)
     _step(model, upkeep, optimizer)
     assert upkeep.remasked == 0
     optimizer.param_groups[1]["eps"] = 0.0  # changed mid-fit, as a scheduler could: that group only
@@ -181,8 +187,7 @@ def test_the_check_runs_per_group_and_per_step():
 def test_late_parameter_group_state_is_zeroed_before_first_use_without_a_remask():
     model, masks = _model_and_masks()
     optimizer = torch.optim.SGD([model[2].weight], lr=0.1, momentum=0.9)
-    upkeep = MaskUpkeep(model, masks)
-    upkeep.attach([optimizer])
+    upkeep = _attached(model, masks, optimizer)
     _step(model, upkeep, optimizer)
     weight = model[0].weight
     optimizer.add_param_group({"params": [weight]})
@@ -197,8 +202,7 @@ def test_late_parameter_group_state_is_zeroed_before_first_use_without_a_remask(
 def test_state_created_by_a_late_groups_first_step_is_zeroed_after_it():
     model, masks = _model_and_masks()
     optimizer = torch.optim.Adagrad([model[2].weight], lr=0.1, initial_accumulator_value=0.5)
-    upkeep = MaskUpkeep(model, masks)
-    upkeep.attach([optimizer])
+    upkeep = _attached(model, masks, optimizer)
     weight = model[0].weight
     optimizer.add_param_group({"params": [weight]})  # Adagrad creates its sum (0.5 everywhere) at the first step
     _step(model, upkeep, optimizer, closure=False)
@@ -216,8 +220,7 @@ def test_loaded_optimizer_state_is_zeroed_so_the_step_keeps_zeros():
     _step(model, MaskUpkeep(model, {}), dense)
     saved = dense.state_dict()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    upkeep = MaskUpkeep(model, masks)
-    upkeep.attach([optimizer])
+    upkeep = _attached(model, masks, optimizer)
     optimizer.load_state_dict(saved)
     for name, param in model.named_parameters():
         if name in masks:
@@ -258,8 +261,7 @@ def test_remask_skips_tensors_torchs_own_step_did_not_step(factory, remasked):
     model, masks = _model_and_masks()
     model[0].weight.requires_grad_(False)
     optimizer = factory(list(model.parameters()))
-    upkeep = MaskUpkeep(model, masks)
-    upkeep.attach([optimizer])
+    upkeep = _attached(model, masks, optimizer)
     for _ in range(3):
         _step(model, upkeep, optimizer)
         _assert_pruned_exactly_zero(model, masks)
