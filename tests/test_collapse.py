@@ -13,7 +13,8 @@ from torch import nn
 
 from lightning_synflow import prune
 from lightning_synflow.pruning import LayerCollapseWarning
-from lightning_synflow.pruning.loop import ScoringData, prune_with
+from lightning_synflow.pruning.api import prune_with
+from lightning_synflow.pruning.loop import ScoringData
 from lightning_synflow.pruning.settings import PruningSettings
 
 

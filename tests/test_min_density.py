@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from lightning_synflow import prune
-from lightning_synflow.pruning.loop import ScoringData, prune_with
+from lightning_synflow.pruning.api import prune_with
+from lightning_synflow.pruning.loop import ScoringData
 from lightning_synflow.pruning.schedule import prune_count, schedule_densities
 from lightning_synflow.pruning.settings import PruningSettings
 

@@ -12,8 +12,9 @@ from torch import nn
 
 from lightning_synflow import prune, score
 from lightning_synflow.models import MLP
+from lightning_synflow.pruning.api import prune_with
 from lightning_synflow.pruning.finish import reinitialize_seed, shuffle_masks
-from lightning_synflow.pruning.loop import ScoringData, prune_with
+from lightning_synflow.pruning.loop import ScoringData
 from lightning_synflow.pruning.schedule import prune_count, schedule_densities
 from lightning_synflow.pruning.settings import PruningSettings
 

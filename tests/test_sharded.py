@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_synflow import SynFlowPruning, masks_from_checkpoint, prune, score
 from lightning_synflow.callback.sharded import check_sharded_module, check_sharded_setup
-from lightning_synflow.pruning.loop import ScoringData, prune_with
+from lightning_synflow.pruning.api import prune_with
+from lightning_synflow.pruning.loop import ScoringData
 from lightning_synflow.pruning.settings import PruningSettings
 
 WORLD = 2

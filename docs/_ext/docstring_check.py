@@ -5,7 +5,7 @@
   ``sphinx-build -W`` fails on a missing docstring. Data and attributes are not checked (constants and
   type aliases carry ``#:`` comments where they need words).
 * Every object is documented once, in the module that defines it. A reference to a name re-exported
-  elsewhere (``lightning_synflow.prune`` for ``lightning_synflow.pruning.loop.prune``) is resolved by
+  elsewhere (``lightning_synflow.prune`` for ``lightning_synflow.pruning.api.prune``) is resolved by
   importing it and following it to where it is defined, so docstrings and pages may use the short names.
   Only names under the packages listed in the ``docstring_check_packages`` setting are imported. A name
   that imports nowhere stays a broken reference, which ``nitpicky`` makes a warning.

@@ -29,8 +29,9 @@ from lightning_synflow.callback.sharded import (
 from lightning_synflow.callback.state import SavedMasks, differences, pack_state, reprune_start, unpack_state
 from lightning_synflow.callback.thin import ResizeOnLoad, shrink_in_place
 from lightning_synflow.callback.upkeep import MaskUpkeep
+from lightning_synflow.pruning.api import prune_with
 from lightning_synflow.pruning.inputs import ExampleInputError
-from lightning_synflow.pruning.loop import ScoringData, prune_with
+from lightning_synflow.pruning.loop import ScoringData
 from lightning_synflow.pruning.settings import DATA_METHODS, PruningSettings
 from lightning_synflow.pruning.targets import select_prunable
 from lightning_synflow.report import format_table, layer_stats, sparsity_metrics, wandb_log

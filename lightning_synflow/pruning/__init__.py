@@ -1,7 +1,7 @@
 """The pruning core: pure PyTorch, no Lightning."""
 
+from lightning_synflow.pruning.api import prune, score
 from lightning_synflow.pruning.finish import LayerCollapseWarning
-from lightning_synflow.pruning.loop import prune, score
 from lightning_synflow.pruning.settings import METHODS, SCHEDULES, SCOPES, PruningSettings, default_iterations
 from lightning_synflow.pruning.targets import select_prunable
 

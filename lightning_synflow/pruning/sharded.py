@@ -464,7 +464,7 @@ def _check_zero_scores(
     method: str, names: Sequence[str], scores: Sequence[torch.Tensor], keep: Sequence[torch.Tensor], mesh: _Mesh
 ) -> None:
     """Refuse alive scores that are all zero over every rank; for SynFlow warn when many are."""
-    from lightning_synflow.pruning.loop import ALL_ZERO_CAUSES
+    from lightning_synflow.pruning.checks import ALL_ZERO_CAUSES
 
     if method not in ALL_ZERO_CAUSES:
         return
@@ -536,7 +536,7 @@ def prune_sharded(
 ) -> dict[str, torch.Tensor]:
     """Prune a model whose prunable weights are FSDP2 shards (DTensors, ``Shard(0)``, 1-D mesh); call on every rank.
 
-    What :func:`~lightning_synflow.pruning.loop.prune_with` runs for such a model: the same masks as a
+    What :func:`~lightning_synflow.pruning.api.prune_with` runs for such a model: the same masks as a
     single-process prune of the same weights (same counts at every iteration, same tie rule), found with
     a distributed threshold. Pruned entries of each local shard are set to exactly 0.
 
@@ -576,7 +576,7 @@ def prune_sharded(
     if masks is None:
         keep = [torch.ones(_local(p).numel(), dtype=torch.bool, device=_local(p).device) for p in prunable.values()]
     else:
-        from lightning_synflow.pruning.loop import _starting_masks
+        from lightning_synflow.pruning.api import _starting_masks
 
         start = dict(zip(names, _starting_masks(prunable, settings, masks)))  # checked on every rank alike
         keep = [_local(m).reshape(-1).clone() for m in shard_masks(prunable, start).values()]
@@ -608,7 +608,7 @@ def _loop(
     on_iteration: IterationHook | None,
 ) -> None:
     """Algorithm 1 on the local shards: updates ``keep`` (local masks) and ``pruned`` (global counts) in place."""
-    from lightning_synflow.pruning.loop import _progress
+    from lightning_synflow.pruning.loop import progress_over
 
     names = list(prunable)
     sizes = [p.numel() for p in prunable.values()]
@@ -624,7 +624,7 @@ def _loop(
                 _local(param).view(-1).masked_fill_(~k, 0)
         scorer = _Scorer(model, prunable, settings, example_input, workspace, mesh)
         steps = schedule_densities(density, settings.iterations, settings.schedule)
-        shown = _progress(steps, progress and mesh.rank == 0, settings.method)
+        shown = progress_over(steps, progress and mesh.rank == 0, settings.method)
         for step, step_density in enumerate(shown):
             scores = scorer(rows)
             if step == 0:
