@@ -10,7 +10,7 @@ def test_license_file_is_the_mit_text_with_the_contributors_as_holder():
     text = (ROOT / "LICENSE").read_text()
     assert text.startswith("MIT License")
     assert "Copyright (c)" in text and "lightning-synflow contributors" in text
-    assert "THE SOFTWARE IS PROVIDED \"AS IS\", WITHOUT WARRANTY OF ANY KIND" in text
+    assert 'THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND' in text
 
 
 def test_license_is_declared_for_the_wheel_and_the_sdist():
