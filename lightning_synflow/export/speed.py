@@ -165,7 +165,9 @@ def speed_report(
             {name: _timed_call(module, example_input, sync) for name, module in variants.items()}, repeats, warmup
         )
     trainable = {name: variants[name].train() for name in ("dense", "shrunk") if name in variants}
-    steps = {name: _training_step(module, example_input, sync) for name, module in trainable.items()}
+    steps: dict[str, Callable[[], None]] = {
+        name: _training_step(module, example_input, sync) for name, module in trainable.items()
+    }
     train: dict[str, float] = {}
     try:
         steps["dense"]()  # e.g. BatchNorm refuses one value per channel in train mode (a batch of 1)

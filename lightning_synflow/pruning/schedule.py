@@ -25,7 +25,7 @@ def _exact_root(value: int, degree: int) -> int | None:
     """The integer ``degree``-th root of ``value >= 0`` when it is exact (and ``value`` fits a float), else None."""
     if value.bit_length() > 1000:
         return None
-    guess = round(value ** (1 / degree))
+    guess = round(float(value) ** (1 / degree))
     for root in (guess - 1, guess, guess + 1):
         if root >= 0 and root**degree == value:
             return root
