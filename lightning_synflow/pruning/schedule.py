@@ -28,7 +28,7 @@ def _exact_root(value: int, degree: int) -> int | None:
     guess = round(float(value) ** (1 / degree))
     for root in (guess - 1, guess, guess + 1):
         if root >= 0 and root**degree == value:
-            return root
+            return int(root)
     return None
 
 
