@@ -33,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import machine, summary  # noqa: E402
 
 from lightning_synflow import prune  # noqa: E402
-from lightning_synflow.export.shrink import count_macs, plan_shrink, shrink  # noqa: E402
+from lightning_synflow.export.shrink import plan_shrink, shrink  # noqa: E402
 from lightning_synflow.models import vgg16  # noqa: E402
+from lightning_synflow.report import count_macs  # noqa: E402
 
 EXAMPLE = torch.zeros(1, 3, 32, 32)
 

@@ -8,8 +8,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from lightning_synflow import prune
-from lightning_synflow.export.shrink import ShrinkPlan, apply_shrink, count_macs, plan_shrink, shrink
+from lightning_synflow.export.shrink import ShrinkPlan, apply_shrink, plan_shrink, shrink
 from lightning_synflow.models import MLP, cifar_resnet, vgg16
+from lightning_synflow.report import count_macs
 
 IMAGE = torch.zeros(1, 3, 32, 32)
 BUILDERS = {
