@@ -31,8 +31,6 @@ from typing import Any
 import torch
 from torch import nn
 
-# apply_masks is imported from here by export/shrink.py (re-exported until that module imports it from masks).
-from lightning_synflow.masks import apply_masks as apply_masks
 from lightning_synflow.masks import check_masks, pack_mask, unpack_mask
 
 #: The ``format`` metadata of the files :func:`save_sparse` writes.

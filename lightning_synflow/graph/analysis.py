@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch.fx
 from torch import Tensor, nn
 
-from lightning_synflow.graph.kinds import SLICEABLE
+from lightning_synflow.graph.kinds import RESIZABLE
 from lightning_synflow.graph.ops import OPS, OpTable
 from lightning_synflow.graph.tracker import ChannelTracker
 from lightning_synflow.graph.values import ChannelValue, NodeValue, Refused, node_shape
@@ -60,7 +60,7 @@ def follow_channels(
             tracker.env[node] = ChannelValue(ndim=None if shape is None else len(shape))
         elif node.op == "get_attr":
             owner = str(node.target).rpartition(".")[0]
-            if isinstance(tracker.modules.get(owner), SLICEABLE):
+            if isinstance(tracker.modules.get(owner), RESIZABLE):
                 tracker.pinned.setdefault(owner, node.name)
             tracker.env[node] = tracker.opaque(node, [ChannelValue()])
         elif node.op == "call_module":
@@ -80,7 +80,7 @@ def _call_module(tracker: ChannelTracker, node: torch.fx.Node, table: OpTable) -
         tracker.fix(values)
         return tracker.opaque(node, values)
     kind = type(module)
-    if kind in SLICEABLE:
+    if kind in RESIZABLE:
         tracker.calls[name] += 1
         if tracker.calls[name] > 1:
             raise Refused(

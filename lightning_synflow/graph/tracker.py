@@ -11,7 +11,7 @@ import torch.fx
 from torch import Tensor, nn
 
 from lightning_synflow.graph.groups import ChannelGroups
-from lightning_synflow.graph.kinds import CONV_LINEAR
+from lightning_synflow.graph.kinds import LINEAR_AND_CONVS
 from lightning_synflow.graph.values import (
     ChannelValue,
     ConsumerSite,
@@ -81,7 +81,7 @@ class ChannelTracker:
         """Kept-weight pattern (out, in) of a Conv/Linear, its masked weight summed over the kernel, its bias."""
         if name not in self._layers:
             module = self.modules[name]
-            assert isinstance(module, CONV_LINEAR)
+            assert isinstance(module, LINEAR_AND_CONVS)
             weight = module.weight.detach()
             mask = self.masks.get(f"{name}.weight")
             if mask is None:  # no mask: every weight is kept

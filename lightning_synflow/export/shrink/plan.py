@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from lightning_synflow.graph.analysis import follow_channels, trace
-from lightning_synflow.graph.kinds import BATCH_NORMS, CONV_LINEAR
+from lightning_synflow.graph.kinds import BATCH_NORMS, LINEAR_AND_CONVS
 from lightning_synflow.graph.tracker import ChannelTracker
 from lightning_synflow.graph.values import ConsumerSite, Refused
 from lightning_synflow.pruning.inputs import ones_batch
@@ -170,7 +170,7 @@ def plan_shrink(
         masks = {
             f"{name}.weight": module.weight.detach() != 0
             for name, module in model.named_modules()
-            if isinstance(module, CONV_LINEAR)
+            if isinstance(module, LINEAR_AND_CONVS)
         }
     try:
         tracker = follow_channels(model, gm.graph, masks, excluded, shapes=positions is not None)
@@ -243,7 +243,7 @@ def _propagate_shapes(gm: torch.fx.GraphModule, model: nn.Module, example_input:
         channels = output.shape[-1] if isinstance(module, nn.Linear) else output.shape[1]
         positions[names[module]] += output.numel() // max(1, channels)
 
-    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, CONV_LINEAR)]
+    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, LINEAR_AND_CONVS)]
     modes = {module: module.training for module in model.modules()}
     try:
         model.eval()
@@ -376,7 +376,7 @@ def _build_plan(
         plan.dense_macs = plan.shrunk_macs = 0
         for name, count in positions.items():
             module = tracker.modules[name]
-            assert isinstance(module, CONV_LINEAR)
+            assert isinstance(module, LINEAR_AND_CONVS)
             weight = module.weight
             dense = weight.numel() // (weight.shape[0] * weight.shape[1])
             out = len(plan.keep_out[name]) if name in plan.keep_out else weight.shape[0]
@@ -425,7 +425,7 @@ def _param_count(module: nn.Module, plan: ShrinkPlan | None = None, name: str = 
     out = len(plan.keep_out[name]) if name in plan.keep_out else sizes[0]
     if isinstance(module, BATCH_NORMS):
         return out * sum(p is not None for p in (module.weight, module.bias))
-    assert isinstance(module, CONV_LINEAR)
+    assert isinstance(module, LINEAR_AND_CONVS)
     inp = len(plan.keep_in[name]) if name in plan.keep_in else sizes[1]
     kernel = module.weight[0, 0].numel()
     return out * inp * kernel + (out if module.bias is not None else 0)
@@ -453,5 +453,5 @@ def layer_sizes(module: nn.Module) -> list[int]:
     """The sizes a plan records for a layer: ``[out, in]`` for a Conv/Linear, ``[features]`` for a BatchNorm."""
     if isinstance(module, BATCH_NORMS):
         return [module.num_features]
-    assert isinstance(module, CONV_LINEAR)
+    assert isinstance(module, LINEAR_AND_CONVS)
     return [int(module.weight.shape[0]), int(module.weight.shape[1])]

@@ -12,8 +12,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
 from lightning_synflow.export.shrink.plan import ShrinkPlan, check_masks, layer_sizes, plan_shrink
-from lightning_synflow.export.sparse_file import apply_masks
-from lightning_synflow.graph.kinds import BATCH_NORMS, CONV_LINEAR, SLICEABLE
+from lightning_synflow.graph.kinds import BATCH_NORMS, LINEAR_AND_CONVS, RESIZABLE
+from lightning_synflow.masks import apply_masks
 
 __all__ = ["apply_shrink", "shrink"]
 
@@ -27,7 +27,7 @@ def _thinner(module: nn.Module, name: str, plan: ShrinkPlan) -> nn.Module:
     if isinstance(module, BATCH_NORMS):
         new = _thinner_norm(module, out)
     else:
-        assert isinstance(module, CONV_LINEAR)
+        assert isinstance(module, LINEAR_AND_CONVS)
         new = _thinner_layer(module, name, plan, out, plan.keep_in.get(name))
     new.train(module.training)
     return new
@@ -143,10 +143,10 @@ def apply_shrink(model: nn.Module, plan: ShrinkPlan, masks: Mapping[str, Tensor]
         module = modules.get(name)
         if module is None or not name:
             raise ValueError(f"the shrink plan names module {name!r}, which {type(model).__name__} does not have")
-        if type(module) not in SLICEABLE:
+        if type(module) not in RESIZABLE:
             raise ValueError(
                 f"the shrink plan names {name!r}, a {type(module).__name__}; only "
-                f"{[t.__name__ for t in SLICEABLE]} can be shrunk"
+                f"{[t.__name__ for t in RESIZABLE]} can be shrunk"
             )
         if layer_sizes(module) != list(plan.sizes[name]):
             raise ValueError(
