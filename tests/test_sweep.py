@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lightning_synflow import sweep as sweep_module
 from lightning_synflow.cli import main
-from lightning_synflow.sweep import GridPoint, expand_grid, parse_sweep, plot_results, read_results
+from lightning_synflow.cli.sweep import run as sweep_module
+from lightning_synflow.cli.sweep.command import parse_sweep
+from lightning_synflow.cli.sweep.grid import GridPoint, expand_grid
+from lightning_synflow.cli.sweep.results import read_results
+from lightning_synflow.cli.sweep.summary import plot_results
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DIGITS = str(CONFIGS / "digits_synflow.yaml")
