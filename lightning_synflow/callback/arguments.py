@@ -8,9 +8,10 @@ signature, read-only attributes and sharded refusals follow it.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
@@ -19,6 +20,8 @@ from lightning_synflow.pruning.option import Argument, checked_options, declares
 from lightning_synflow.pruning.settings import PruningSettings, one_of
 
 SettingsChange = Literal["error", "reprune", "keep"]
+
+_C = TypeVar("_C", bound=type)
 
 
 def _input_shape(name: str, value: Any, checked: Mapping[str, Any]) -> tuple[int, ...] | None:
@@ -136,3 +139,30 @@ def _copied(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return list(value)
     return dict(value) if isinstance(value, dict) else value
+
+
+class _Fixed:
+    """A constructor argument, read-only afterwards (masks never silently ignore a changed setting)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type) -> Any:
+        return self if obj is None else obj._arguments[self.name]
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        raise AttributeError(
+            f"SynFlowPruning.{self.name} is fixed at construction (the masks and checkpoints depend on it); "
+            f"create a new SynFlowPruning({self.name}={value!r}, ...) instead."
+        )
+
+
+def read_only_arguments(cls: _C) -> _C:
+    """Class decorator: each argument of ``cls`` becomes a read-only attribute, unless ``cls`` defines it.
+
+    Instances keep their arguments by name in ``_arguments`` (:attr:`CheckedArguments.given`).
+    """
+    for name in inspect.signature(cls).parameters:
+        if name not in vars(cls):
+            setattr(cls, name, _Fixed(name))
+    return cls

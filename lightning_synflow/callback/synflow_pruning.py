@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
-import time
 import weakref
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from itertools import islice
-from typing import TYPE_CHECKING, Any, Literal, Optional, TypeVar, Union
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -18,8 +14,9 @@ from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
-from lightning_synflow.callback.arguments import CheckedArguments, SettingsChange
+from lightning_synflow.callback.arguments import CheckedArguments, SettingsChange, read_only_arguments
 from lightning_synflow.callback.distributed import broadcast_masks, broadcast_parameters
+from lightning_synflow.callback.pruner import Outcome, Pruned, example_input, run_pruner
 from lightning_synflow.callback.rounds import RewindPoint
 from lightning_synflow.callback.sharded import (
     PackedMasks,
@@ -31,10 +28,7 @@ from lightning_synflow.callback.sharded import (
 from lightning_synflow.callback.state import SavedMasks, differences, pack_state, reprune_start, unpack_state
 from lightning_synflow.callback.thin import ResizeOnLoad, shrink_in_place
 from lightning_synflow.callback.upkeep import MaskUpkeep
-from lightning_synflow.pruning.api import prune_with
-from lightning_synflow.pruning.inputs import ExampleInputError
-from lightning_synflow.pruning.loop import ScoringData
-from lightning_synflow.pruning.settings import DATA_METHODS, PruningSettings
+from lightning_synflow.pruning.settings import PruningSettings
 from lightning_synflow.pruning.targets import select_prunable
 from lightning_synflow.report import format_table, layer_stats, sparsity_metrics, wandb_log
 
@@ -42,47 +36,8 @@ from lightning_synflow.report import format_table, layer_stats, sparsity_metrics
 #: anything else (DeepSpeed, FSDP1's FSDPStrategy, XLA, subclasses) is refused.
 SUPPORTED_STRATEGIES: tuple[type, ...] = (SingleDeviceStrategy, DDPStrategy)
 
-_C = TypeVar("_C", bound=type)
 
-
-class _Fixed:
-    """A constructor argument, read-only afterwards (masks never silently ignore a changed setting)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __get__(self, obj: Any, owner: type) -> Any:
-        return self if obj is None else obj._arguments[self.name]
-
-    def __set__(self, obj: Any, value: Any) -> None:
-        raise AttributeError(
-            f"SynFlowPruning.{self.name} is fixed at construction (the masks and checkpoints depend on it); "
-            f"create a new SynFlowPruning({self.name}={value!r}, ...) instead."
-        )
-
-
-def _fixed_arguments(cls: _C) -> _C:
-    """Class decorator: every argument of ``cls.__init__`` becomes a read-only attribute, unless ``cls`` defines it."""
-    for name in inspect.signature(cls).parameters:
-        if name not in vars(cls):
-            setattr(cls, name, _Fixed(name))
-    return cls
-
-
-@dataclass
-class _Pruned:
-    """Masks this rank found, the example input the pruner used (None: none), and the seconds it took."""
-
-    masks: dict[str, torch.Tensor]
-    example_input: Any
-    seconds: float
-
-
-#: What rank 0 tells every rank after pruning: the masks' names (the masks follow as packed bits), or the error.
-_Outcome = Union[list[str], Exception]
-
-
-@_fixed_arguments
+@read_only_arguments
 class SynFlowPruning(Callback):
     """Prune the LightningModule at the start of ``fit``, without data, and keep it sparse.
 
@@ -232,7 +187,7 @@ class SynFlowPruning(Callback):
         self._known = weakref.WeakKeyDictionary()
 
     if TYPE_CHECKING:
-        # The read-only constructor arguments (``callback.sparsity``, ...) are set on the class by `_fixed_arguments`.
+        # The read-only arguments (``callback.sparsity``, ...) are set on the class by `read_only_arguments`.
         def __getattr__(self, name: str) -> Any: ...
 
     @property
@@ -496,45 +451,6 @@ class SynFlowPruning(Callback):
         except (TypeError, ValueError) as error:
             raise MisconfigurationException(f"SynFlowPruning: {error}") from error
 
-    def _example_input(self, pl_module: LightningModule) -> Any:
-        """A batch-shaped example: the module's ``example_input_array``, else zeros of ``input_shape``; else None."""
-        example = pl_module.example_input_array
-        if example is None and self._options.input_shape is not None:
-            example = torch.zeros(1, *self._options.input_shape)
-        return example
-
-    def _scoring_data(self, trainer: Trainer, pl_module: LightningModule) -> tuple[ScoringData, Optional[list[Any]]]:
-        method = self._settings.method
-        if method == "synflow":
-            example = self._example_input(pl_module)
-            if example is None:
-                raise MisconfigurationException(
-                    "SynFlowPruning needs the input shape: set `self.example_input_array = torch.zeros(1, *shape)` in "
-                    "your LightningModule's __init__ (Lightning's convention), or pass "
-                    "`SynFlowPruning(input_shape=[...])` (without the batch dimension)."
-                )
-            return ScoringData(example_input=example), None
-        if method not in DATA_METHODS:
-            return ScoringData(), None
-        if not pl_module.automatic_optimization:
-            raise MisconfigurationException(
-                f"SynFlowPruning(method={method!r}) scores with the LightningModule's training_step "
-                "loss, but with automatic_optimization=False training_step steps the optimizers itself. Use "
-                "method='synflow', 'magnitude' or 'random', or prune before fit with "
-                "lightning_synflow.prune(model, ..., batches=..., batch_loss=...)."
-            )
-        loader = trainer.fit_loop._data_source.dataloader()
-        if loader is None:
-            raise MisconfigurationException(f"SynFlowPruning(method={method!r}) needs a train dataloader.")
-        batches = [_transfer(pl_module, batch) for batch in islice(_iterate(loader), self._options.score_batches)]
-        return ScoringData(batch_loss=_training_step_loss), batches
-
-    def _progress(self, trainer: Trainer) -> bool:
-        progress = self._options.progress
-        if progress is None:
-            progress = trainer.progress_bar_callback is not None
-        return bool(progress) and trainer.is_global_zero
-
     def _prune(
         self,
         trainer: Trainer,
@@ -544,16 +460,16 @@ class SynFlowPruning(Callback):
     ) -> None:
         """Prune with ``settings`` from the masks ``start`` (pruned entries stay pruned); sets ``self.masks``."""
         if self._sharded:  # every rank prunes its own shards: the same masks, found together
-            found = self._run_pruner(trainer, pl_module, settings, start)
+            found = run_pruner(trainer, pl_module, settings, self._options, start)
             if isinstance(found, Exception):
                 raise found
             self.masks, self._packed = found.masks, PackedMasks.of(found.masks)
             if trainer.is_global_zero:
                 self._report(trainer, self._packed.unpacked(), found)
             return
-        here = self._run_pruner(trainer, pl_module, settings, start) if trainer.is_global_zero else None
+        here = run_pruner(trainer, pl_module, settings, self._options, start) if trainer.is_global_zero else None
         # Rank 0 is authoritative: every rank applies its masks before any weight is touched elsewhere.
-        sent: Optional[_Outcome] = None  # the other ranks' is not sent
+        sent: Optional[Outcome] = None  # the other ranks' is not sent
         if isinstance(here, Exception):
             sent = here
         elif here is not None:
@@ -564,7 +480,7 @@ class SynFlowPruning(Callback):
                 raise outcome
             raise RuntimeError(f"SynFlowPruning failed on rank 0: {outcome}")
         assert outcome is not None
-        masks = here.masks if isinstance(here, _Pruned) else None
+        masks = here.masks if isinstance(here, Pruned) else None
         if trainer.world_size > 1:
             # Rank 0's masks as packed bits, then its weights byte for byte (+0.0 where others would get -0.0).
             params = dict(pl_module.named_parameters())
@@ -574,43 +490,12 @@ class SynFlowPruning(Callback):
         assert masks is not None
         # The weights of every rank are masked by `_attach`, which the calling hook runs right after this.
         self.masks = masks
-        if isinstance(here, _Pruned):
+        if isinstance(here, Pruned):
             self._report(trainer, masks, here)
-
-    def _run_pruner(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        settings: PruningSettings,
-        start: Optional[dict[str, torch.Tensor]],
-    ) -> Union[_Pruned, Exception]:
-        """Prune here: the masks, or the error (made a MisconfigurationException where the user can fix it)."""
-        began = time.perf_counter()
-        failure: Exception
-        try:
-            data, batches = self._scoring_data(trainer, pl_module)
-            progress = self._progress(trainer)
-            masks = prune_with(pl_module, settings, data, progress=progress, batches=batches, masks=start)
-        except ExampleInputError as error:
-            tried = error.shapes[0] if len(error.shapes) == 1 else error.shapes
-            failure = MisconfigurationException(
-                f"SynFlowPruning could not run the model on an input of shape {tried} built from "
-                f"{self._input_source(pl_module)}: {error.cause}. Set `example_input_array` (or `input_shape`, "
-                "without the batch dimension) to the shape of one batch the model's forward accepts."
-            )
-            failure.__cause__ = error
-            return failure
-        except (TypeError, ValueError, FloatingPointError) as error:
-            failure = MisconfigurationException(f"SynFlowPruning could not prune: {error}")
-            failure.__cause__ = error
-            return failure
-        except Exception as error:
-            return error
-        return _Pruned(masks, data.example_input, time.perf_counter() - began)
 
     def _shrink(self, trainer: Trainer, pl_module: LightningModule) -> None:
         assert self.masks is not None
-        example = self._example_input(pl_module)
+        example = example_input(pl_module, self._options)
         if example is None:
             raise MisconfigurationException(
                 "SynFlowPruning(shrink=True) follows the model's graph with an example input: set the "
@@ -631,12 +516,7 @@ class SynFlowPruning(Callback):
                     f"{int(metrics['pruning/params_dense']):,} parameters, {macs:.1%} of the dense MACs."
                 )
 
-    def _input_source(self, pl_module: LightningModule) -> str:
-        if pl_module.example_input_array is not None:
-            return "the LightningModule's `example_input_array`"
-        return "`input_shape`"
-
-    def _report(self, trainer: Trainer, masks: dict[str, torch.Tensor], pruned: _Pruned) -> None:
+    def _report(self, trainer: Trainer, masks: dict[str, torch.Tensor], pruned: Pruned) -> None:
         """Log and print what ``pruned`` found (``masks``: its masks, full)."""
         from lightning_synflow.report import summary_metrics, weight_positions
 
@@ -689,44 +569,3 @@ class SynFlowPruning(Callback):
         if self._upkeep is not None:
             self._upkeep.detach()
             self._upkeep = None
-
-
-def _iterate(loader: Any) -> Iterator[Any]:
-    """Iterate a dataloader, or the first of several (Lightning's CombinedLoader / sequences)."""
-    if isinstance(loader, (list, tuple)):
-        loader = loader[0]
-    elif isinstance(loader, dict):
-        loader = next(iter(loader.values()))
-    return iter(loader)
-
-
-def _transfer(pl_module: LightningModule, batch: Any) -> Any:
-    """The batch as ``training_step`` sees it: through the module's batch-transfer hooks."""
-    batch = pl_module.on_before_batch_transfer(batch, 0)
-    batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-    return pl_module.on_after_batch_transfer(batch, 0)
-
-
-def _training_step_loss(pl_module: Any, batch: Any) -> torch.Tensor:
-    """The loss ``training_step`` returns on ``batch``, with its ``self.log`` calls silenced."""
-    silenced = {name: pl_module.__dict__.get(name) for name in ("log", "log_dict")}
-    pl_module.log = pl_module.log_dict = _ignore
-    try:
-        output = pl_module.training_step(batch, 0)
-    finally:
-        for name, value in silenced.items():
-            if value is None:
-                del pl_module.__dict__[name]
-            else:
-                pl_module.__dict__[name] = value
-    loss = output.get("loss") if isinstance(output, dict) else output
-    if not isinstance(loss, torch.Tensor):
-        raise MisconfigurationException(
-            "SynFlowPruning scores SNIP/GraSP with the loss training_step returns (a tensor, or a dict with 'loss'); "
-            f"it returned {type(output).__name__}."
-        )
-    return loss
-
-
-def _ignore(*args: Any, **kwargs: Any) -> None:
-    return None
