@@ -3,7 +3,8 @@
 What decides the masks is a :class:`~lightning_synflow.pruning.settings.PruningSettings` field (shared with
 ``prune()``), when they are made a :class:`~lightning_synflow.callback.rounds.RoundSchedule` field, and how
 the callback runs a :class:`CallbackOptions` field. :data:`ARGUMENTS` is their union: the callback's
-signature, read-only attributes and sharded refusals follow it.
+signature states it for users and type checkers (a test pins the two equal, defaults included); its
+read-only attributes (:func:`read_only_arguments`), checks and sharded refusals follow it.
 """
 
 from __future__ import annotations
@@ -45,11 +46,15 @@ def _score_batches(name: str, value: Any, checked: Mapping[str, Any]) -> int:
     return value
 
 
-def _switch(name: str, value: Any, checked: Mapping[str, Any]) -> bool | None:
-    """True or false (YAML's spelling in the message); ``progress`` may also be None."""
-    if not (isinstance(value, bool) or (value is None and name == "progress")):
+def _switch(name: str, value: Any, checked: Mapping[str, Any]) -> bool:
+    """True or false (YAML's spelling in the message)."""
+    if not isinstance(value, bool):
         raise ValueError(f"`{name}` must be true or false, got {value!r}.")
     return value
+
+
+def _switch_or_none(name: str, value: Any, checked: Mapping[str, Any]) -> bool | None:
+    return None if value is None else _switch(name, value, checked)
 
 
 @declares_options
@@ -73,7 +78,7 @@ class CallbackOptions:
     )
     verbose: bool = option(True, "print the per-layer sparsity table on rank 0 after pruning.", check=_switch)
     progress: bool | None = option(
-        None, "show a progress bar while scoring (None: the Trainer's ``enable_progress_bar``).", check=_switch
+        None, "show a progress bar while scoring (None: the Trainer's ``enable_progress_bar``).", check=_switch_or_none
     )
 
 
