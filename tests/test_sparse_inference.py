@@ -5,7 +5,6 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_synflow.export.sparse_file import apply_masks
 from lightning_synflow.export.sparse_inference import (
     DEFAULT_MAX_DENSITY,
     SparseConv2d,
@@ -13,6 +12,7 @@ from lightning_synflow.export.sparse_inference import (
     alternated_times,
     sparsify,
 )
+from lightning_synflow.masks import apply_masks
 from tests.helpers import convnet, mlp
 from tests.test_sparse_file import random_masks
 

@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn.modules import module as _module
 from torch.nn.utils import parametrize
 
+from lightning_synflow.masks import apply_masks
 from lightning_synflow.pruning.inputs import ExampleInput, call_model
 
 #: Default ``max_density`` of :func:`sparsify`: the crossover measured on a 4096x4096 layer by
@@ -382,7 +383,6 @@ def sparsify(
     """
     if not 0.0 <= max_density <= 1.0:
         raise ValueError(f"`max_density` must be in [0, 1], got {max_density!r}.")
-    from lightning_synflow.export.sparse_file import apply_masks
 
     sparse = copy.deepcopy(model).eval().requires_grad_(False)
     if masks is not None:

@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_synflow.export.sparse_file import apply_masks, save_sparse
+from lightning_synflow.export.sparse_file import save_sparse
 from lightning_synflow.export.sparse_inference import alternated_times, sparsify
+from lightning_synflow.masks import apply_masks
 from lightning_synflow.pruning.inputs import ExampleInput, call_model, map_tensors, output_sum
 
 #: Display names of the variants, in table order.
