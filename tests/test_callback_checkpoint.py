@@ -38,7 +38,7 @@ def test_resume_restores_masks_without_rescoring_into_a_fresh_module(tmp_path, m
     model, pruning, path = _train_and_save(tmp_path)
     saved = {n: m.clone() for n, m in pruning.masks.items()}
     monkeypatch.setattr(
-        "lightning_synflow.callback.synflow_pruning.prune_with", lambda *a, **k: pytest.fail("re-scored on resume")
+        "lightning_synflow.callback.pruner.prune_with", lambda *a, **k: pytest.fail("re-scored on resume")
     )
     torch.manual_seed(123)
     fresh = SmallNet("adam")  # different initial weights: re-scoring would give other masks

@@ -140,7 +140,7 @@ def saved_run(tmp_path_factory):
 def test_resume_with_settings_spelled_differently_restores_without_scoring(saved_run, spelling, monkeypatch):
     saved, path = saved_run
     monkeypatch.setattr(
-        "lightning_synflow.callback.synflow_pruning.prune_with", lambda *a, **k: pytest.fail("re-scored on resume")
+        "lightning_synflow.callback.pruner.prune_with", lambda *a, **k: pytest.fail("re-scored on resume")
     )
     resumed = _quiet(**spelling)
     checker = StepChecker(resumed)
@@ -152,7 +152,7 @@ def test_resume_with_settings_spelled_differently_restores_without_scoring(saved
 def test_resume_with_same_selection_spelled_as_patterns_restores(saved_run, monkeypatch):
     saved, path = saved_run
     monkeypatch.setattr(
-        "lightning_synflow.callback.synflow_pruning.prune_with", lambda *a, **k: pytest.fail("re-scored on resume")
+        "lightning_synflow.callback.pruner.prune_with", lambda *a, **k: pytest.fail("re-scored on resume")
     )
     resumed = _quiet(sparsity=0.9, parameters=["net.*.weight", "head2.weight"])
     quiet_trainer(callbacks=[resumed], max_epochs=2).fit(SmallNet("adam"), ckpt_path=path)
@@ -312,9 +312,7 @@ def test_going_back_to_the_first_model_keeps_its_masks(monkeypatch):
     quiet_trainer(callbacks=[pruning]).fit(first)
     masks_of_first = {n: m.clone() for n, m in pruning.masks.items()}
     quiet_trainer(callbacks=[pruning]).fit(second)
-    monkeypatch.setattr(
-        "lightning_synflow.callback.synflow_pruning.prune_with", lambda *a, **k: pytest.fail("re-scored")
-    )
+    monkeypatch.setattr("lightning_synflow.callback.pruner.prune_with", lambda *a, **k: pytest.fail("re-scored"))
     checker = StepChecker(pruning)
     quiet_trainer(callbacks=[pruning, checker]).fit(first)
     assert checker.steps == 8 and all(torch.equal(masks_of_first[n], pruning.masks[n]) for n in masks_of_first)

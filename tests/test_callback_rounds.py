@@ -320,7 +320,7 @@ def test_resume_saved_before_prune_epoch_prunes_there_like_the_uninterrupted_run
 
 def test_resume_saved_after_prune_epoch_restores_the_masks_without_pruning(prune_epoch_run, monkeypatch):
     monkeypatch.setattr(
-        "lightning_synflow.callback.synflow_pruning.prune_with", lambda *a, **k: pytest.fail("re-pruned on resume")
+        "lightning_synflow.callback.pruner.prune_with", lambda *a, **k: pytest.fail("re-pruned on resume")
     )
     resumed = SynFlowPruning(sparsity=0.8, prune_epoch=2, **FAST)
     model = _resume(prune_epoch_run, 2, resumed)
@@ -379,9 +379,7 @@ def test_another_fit_after_the_rounds_keeps_the_masks_without_pruning(monkeypatc
     model = BatchNormNet()
     quiet_trainer(callbacks=[pruning], max_epochs=2, limit_train_batches=2).fit(model)
     first = {n: m.clone() for n, m in pruning.masks.items()}
-    monkeypatch.setattr(
-        "lightning_synflow.callback.synflow_pruning.prune_with", lambda *a, **k: pytest.fail("re-pruned")
-    )
+    monkeypatch.setattr("lightning_synflow.callback.pruner.prune_with", lambda *a, **k: pytest.fail("re-pruned"))
     checker = StepChecker(pruning)
     quiet_trainer(callbacks=[pruning, checker], max_epochs=2, limit_train_batches=2).fit(model)
     assert checker.steps == 4 and _same(first, pruning.masks)

@@ -77,9 +77,7 @@ def test_second_fit_keeps_masks_without_rescoring(monkeypatch):
     model, pruning = SmallNet("sgd"), SynFlowPruning(sparsity=0.8, progress=False, verbose=False)
     quiet_trainer(callbacks=[pruning]).fit(model)
     first = {n: m.clone() for n, m in pruning.masks.items()}
-    monkeypatch.setattr(
-        "lightning_synflow.callback.synflow_pruning.prune_with", lambda *a, **k: pytest.fail("re-scored")
-    )
+    monkeypatch.setattr("lightning_synflow.callback.pruner.prune_with", lambda *a, **k: pytest.fail("re-scored"))
     checker = StepChecker(pruning)
     quiet_trainer(callbacks=[pruning, checker], max_epochs=1).fit(model)
     assert checker.steps == 8

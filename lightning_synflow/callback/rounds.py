@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lightning_synflow.pruning.option import declares_options, option
 from lightning_synflow.pruning.schedule import schedule_densities
 
 
@@ -38,21 +39,21 @@ class Round:
     rewind: bool
 
 
+@declares_options
 @dataclass(frozen=True)
 class RoundSchedule:
-    """Which epochs prune to which density: ``prune_epoch`` k and ``levels`` L, validated.
+    """Which epochs prune to which density: ``prune_epoch`` k and ``levels`` L, validated (by :meth:`create`).
 
     Round l (1..L) prunes at the start of epoch l*k to density ``d ** (l / L)`` (the last one to ``d``
     exactly; the intermediate densities are rounded like the iterative loop's exponential schedule).
     With ``L > 1`` every round rewinds (lottery ticket); ``L = 1`` prunes once at epoch k, no rewind.
-
-    Attributes:
-        prune_epoch: epochs of dense training before the first round, and between rounds (0 = fit start).
-        levels: number of prune-and-rewind rounds.
+    Both are ``SynFlowPruning`` options, compared with a checkpoint's schedule on resume.
     """
 
-    prune_epoch: int = 0
-    levels: int = 1
+    prune_epoch: int = option(
+        0, "epochs of dense training before the first round, and between rounds (0 = fit start).", sharded=False
+    )
+    levels: int = option(1, "number of prune-and-rewind rounds.", sharded=False)
 
     @classmethod
     def create(cls, prune_epoch: Any = 0, levels: Any = 1) -> RoundSchedule:

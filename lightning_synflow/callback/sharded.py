@@ -19,13 +19,15 @@ from lightning.pytorch.strategies import ModelParallelStrategy, Strategy
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from lightning_synflow.callback.arguments import ARGUMENTS
 from lightning_synflow.callback.rounds import RoundSchedule
 from lightning_synflow.callback.state import pack_state
 from lightning_synflow.callback.upkeep import masked_parameters
 from lightning_synflow.checkpoint_format import mask_entries
 from lightning_synflow.masks import pack_mask, unpack_mask
+from lightning_synflow.pruning.option import supports
 from lightning_synflow.pruning.settings import PruningSettings
-from lightning_synflow.pruning.sharded import SHARDED_METHODS, shard_masks, sharded_mesh
+from lightning_synflow.pruning.sharded import shard_masks, sharded_mesh
 from lightning_synflow.pruning.targets import select_prunable
 
 #: What SynFlowPruning supports under ModelParallelStrategy, for messages.
@@ -57,25 +59,25 @@ def check_sharded_setup(strategy: Strategy, arguments: Mapping[str, Any]) -> Non
             f"SynFlowPruning does not support tensor parallelism (tensor_parallel_size={parallel}): it prunes row "
             f"shards of a 1-D data-parallel mesh only. Supported: {SUPPORTED}."
         )
-    defaults = {
-        "shrink": False,
-        "prune_epoch": 0,
-        "levels": 1,
-        "invert": False,
-        "shuffle": False,
-        "reinitialize": False,
-        "train_mode": False,
-        "min_density": None,
-    }
-    refused = [f"{name}={arguments[name]!r}" for name, value in defaults.items() if arguments[name] != value]
-    if arguments["method"] not in SHARDED_METHODS:
-        refused.insert(0, f"method={arguments['method']!r}")
+    declared = [ARGUMENTS[name] for name in arguments]  # in the order given (the signature's)
+    refused = [
+        f"{option.name}={arguments[option.name]!r}"
+        for option in declared
+        if not supports(option.spec.sharded, arguments[option.name], option.default)
+    ]
     if refused:
+        supported, defaults = [], []
+        for option in declared:
+            if isinstance(option.spec.sharded, tuple):
+                supported.append(f"{option.name} in {list(option.spec.sharded)}")
+            elif option.spec.sharded is False:
+                defaults.append(option.name)
+        if defaults:
+            supported.append(f"{', '.join(defaults)} at their defaults")
         raise MisconfigurationException(
             f"SynFlowPruning under ModelParallelStrategy (sharded weights) does not support {', '.join(refused)}: "
-            f"it prunes once at fit start with method in {list(SHARDED_METHODS)} and {', '.join(defaults)} at "
-            "their defaults. Prune the unsharded model with lightning_synflow.prune() before sharding it for the "
-            "others."
+            f"it prunes once at fit start with {' and '.join(supported)}. Prune the unsharded model with "
+            "lightning_synflow.prune() before sharding it for the others."
         )
 
 

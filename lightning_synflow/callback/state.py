@@ -26,7 +26,10 @@ from lightning_synflow.pruning.settings import PruningSettings
 
 @dataclass
 class SavedMasks:
-    """Masks and schedule progress, as read from a checkpoint or remembered between fits.
+    """Masks and schedule progress: what the masks in force follow, what checkpoints hold, what a module keeps.
+
+    ``SynFlowPruning`` holds one for the masks in force, reads one from a checkpoint and remembers one per
+    module it pruned, between fits.
 
     Attributes:
         masks: boolean CPU masks (True = kept) keyed by qualified parameter name; None before the first round.
@@ -99,9 +102,10 @@ def reprune_start(
     whenever the new settings prune at least as many (in total, or per tensor in local scope): starting from
     its masks then changes nothing, except that those zeros no longer count as alive zero scores (which
     would warn that ties among them are arbitrary). None where that does not hold (other methods, ``invert``,
-    ``shuffle``, floors, fewer weights pruned, prunable tensors other than the checkpoint's): re-prune
-    from dense. Where the new target prunes fewer than the zero-scored entries, the weights are the same
-    either way, only which zeros are marked pruned may differ.
+    ``shuffle``, floors: see :attr:`~lightning_synflow.pruning.settings.PruningSettings.same_from_masks`;
+    fewer weights pruned, prunable tensors other than the checkpoint's): re-prune from dense. Where the new
+    target prunes fewer than the zero-scored entries, the weights are the same either way, only which zeros
+    are marked pruned may differ.
 
     Args:
         saved: what the checkpoint holds.
@@ -109,11 +113,9 @@ def reprune_start(
         shapes: the shape of each tensor the new settings select, by name.
     """
     masks = saved.masks
-    if masks is None or settings.method not in ("synflow", "magnitude"):
+    if masks is None or not settings.same_from_masks:
         return None
     if set(masks) != set(shapes) or any(masks[name].shape != shape for name, shape in shapes.items()):
-        return None
-    if settings.invert or settings.shuffle or settings.min_density is not None:
         return None
     groups = [list(masks.values())] if settings.scope == "global" else [[mask] for mask in masks.values()]
     for group in groups:
@@ -134,10 +136,7 @@ def differences(
     ``reinitialize``); ``prune_epoch`` and ``levels`` are compared with ``schedule`` (default: pruning once at
     fit start).
     """
-    ignore = ["parameters", "exclude"]
-    if not (saved.settings.uses_seed and settings.uses_seed):
-        ignore.append("seed")
-    found = saved.settings.differences(settings, ignore=ignore)
+    found = saved.settings.differences(settings, ignore=saved.settings.not_compared_by_value(settings))
     found.update(saved.schedule.differences(schedule if schedule is not None else RoundSchedule()))
     saved_names, now = list(saved.masks or {}), list(names_now)
     if saved.masks is not None and saved_names != now:

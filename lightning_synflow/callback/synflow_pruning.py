@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import time
 import weakref
-from collections.abc import Iterator
 from dataclasses import replace
-from itertools import islice
-from typing import Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -17,8 +14,10 @@ from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
+from lightning_synflow.callback.arguments import CheckedArguments, SettingsChange, read_only_arguments
 from lightning_synflow.callback.distributed import broadcast_masks, broadcast_parameters
-from lightning_synflow.callback.rounds import RewindPoint, RoundSchedule
+from lightning_synflow.callback.pruner import Outcome, Pruned, example_input, run_pruner
+from lightning_synflow.callback.rounds import RewindPoint
 from lightning_synflow.callback.sharded import (
     PackedMasks,
     ShardedUpkeep,
@@ -29,10 +28,7 @@ from lightning_synflow.callback.sharded import (
 from lightning_synflow.callback.state import SavedMasks, differences, pack_state, reprune_start, unpack_state
 from lightning_synflow.callback.thin import ResizeOnLoad, shrink_in_place
 from lightning_synflow.callback.upkeep import MaskUpkeep
-from lightning_synflow.pruning.api import prune_with
-from lightning_synflow.pruning.inputs import ExampleInputError
-from lightning_synflow.pruning.loop import ScoringData
-from lightning_synflow.pruning.settings import DATA_METHODS, PruningSettings
+from lightning_synflow.pruning.settings import PruningSettings
 from lightning_synflow.pruning.targets import select_prunable
 from lightning_synflow.report import format_table, layer_stats, sparsity_metrics, wandb_log
 
@@ -40,25 +36,8 @@ from lightning_synflow.report import format_table, layer_stats, sparsity_metrics
 #: anything else (DeepSpeed, FSDP1's FSDPStrategy, XLA, subclasses) is refused.
 SUPPORTED_STRATEGIES: tuple[type, ...] = (SingleDeviceStrategy, DDPStrategy)
 
-SettingsChange = Literal["error", "reprune", "keep"]
 
-
-class _Fixed:
-    """A constructor argument, read-only afterwards (masks never silently ignore a changed setting)."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    def __get__(self, obj: Any, owner: type) -> Any:
-        return self if obj is None else obj._arguments[self.name]
-
-    def __set__(self, obj: Any, value: Any) -> None:
-        raise AttributeError(
-            f"SynFlowPruning.{self.name} is fixed at construction (the masks and checkpoints depend on it); "
-            f"create a new SynFlowPruning({self.name}={value!r}, ...) instead."
-        )
-
-
+@read_only_arguments
 class SynFlowPruning(Callback):
     """Prune the LightningModule at the start of ``fit``, without data, and keep it sparse.
 
@@ -152,28 +131,6 @@ class SynFlowPruning(Callback):
         Trainer(max_epochs=20, callbacks=[lottery]).fit(model)
     """
 
-    sparsity = _Fixed()
-    compression = _Fixed()
-    method = _Fixed()
-    schedule = _Fixed()
-    scope = _Fixed()
-    parameters = _Fixed()
-    exclude = _Fixed()
-    input_shape = _Fixed()
-    seed = _Fixed()
-    score_batches = _Fixed()
-    on_settings_change = _Fixed()
-    shrink = _Fixed()
-    verbose = _Fixed()
-    progress = _Fixed()
-    prune_epoch = _Fixed()
-    levels = _Fixed()
-    invert = _Fixed()
-    shuffle = _Fixed()
-    reinitialize = _Fixed()
-    train_mode = _Fixed()
-    min_density = _Fixed()
-
     def __init__(
         self,
         sparsity: Optional[float] = None,
@@ -199,89 +156,17 @@ class SynFlowPruning(Callback):
         train_mode: bool = False,
         min_density: Optional[Union[float, dict[str, float]]] = None,
     ) -> None:
-        try:
-            settings = PruningSettings.create(
-                sparsity=sparsity,
-                compression=compression,
-                method=method,
-                iterations=iterations,
-                schedule=schedule,
-                scope=scope,
-                parameters=parameters,
-                exclude=exclude,
-                seed=seed,
-                invert=invert,
-                shuffle=shuffle,
-                reinitialize=reinitialize,
-                train_mode=train_mode,
-                min_density=min_density,
-            )
-        except (TypeError, ValueError) as error:
-            raise MisconfigurationException(f"SynFlowPruning: {error}") from error
-        if input_shape is not None and (
-            isinstance(input_shape, (str, int))
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in input_shape)
-        ):
-            raise MisconfigurationException(
-                f"SynFlowPruning: `input_shape` must be a list of positive integers without the batch dimension, "
-                f"e.g. [3, 32, 32]; got {input_shape!r}."
-            )
-        if isinstance(score_batches, bool) or not isinstance(score_batches, int) or score_batches < 1:
-            raise MisconfigurationException(
-                f"SynFlowPruning: `score_batches` must be an integer >= 1, got {score_batches!r}."
-            )
-        if on_settings_change not in ("error", "reprune", "keep"):
-            raise MisconfigurationException(
-                "SynFlowPruning: `on_settings_change` must be one of ['error', 'reprune', 'keep'], "
-                f"got {on_settings_change!r}."
-            )
-        for name, flag in (("shrink", shrink), ("verbose", verbose), ("progress", progress)):
-            if not (isinstance(flag, bool) or (flag is None and name == "progress")):
-                raise MisconfigurationException(f"SynFlowPruning: `{name}` must be true or false, got {flag!r}.")
-        try:
-            rounds = RoundSchedule.create(prune_epoch, levels)
-        except ValueError as error:
-            raise MisconfigurationException(f"SynFlowPruning: {error}") from error
-        if shrink and rounds != RoundSchedule():
-            raise MisconfigurationException(
-                "SynFlowPruning: `shrink=True` needs `prune_epoch=0` and `levels=1` (a thinner network mid-fit would "
-                f"need new optimizers and would break rewinding); got prune_epoch={prune_epoch}, levels={levels}."
-            )
-        self._arguments = {
-            "sparsity": sparsity,
-            "compression": compression,
-            "method": method,
-            "schedule": schedule,
-            "scope": scope,
-            "parameters": list(parameters) if parameters is not None else None,
-            "exclude": list(exclude) if exclude is not None else None,
-            "input_shape": list(input_shape) if input_shape is not None else None,
-            "seed": seed,
-            "score_batches": score_batches,
-            "on_settings_change": on_settings_change,
-            "shrink": shrink,
-            "verbose": verbose,
-            "progress": progress,
-            "prune_epoch": prune_epoch,
-            "levels": levels,
-            "invert": invert,
-            "shuffle": shuffle,
-            "reinitialize": reinitialize,
-            "train_mode": train_mode,
-            "min_density": dict(min_density) if isinstance(min_density, dict) else min_density,
-        }
-        self._settings = settings
-        self._schedule = rounds
-        #: Boolean masks (True = kept) keyed by qualified parameter name, once pruned or restored.
-        self.masks: Optional[dict[str, torch.Tensor]] = None
+        arguments = dict(locals())  # exactly the signature's arguments, by name
+        del arguments["self"]
+        checked = CheckedArguments.check(arguments)
+        self._arguments = checked.given
+        self._settings, self._schedule, self._options = checked.settings, checked.schedule, checked.options
+        # The masks in force (None before the first round) and what they follow: these settings and schedule (the
+        # checkpoint's under on_settings_change='keep'), the number of rounds done, and the fit-start state the
+        # lottery rounds still to come rewind to.
+        self._lifecycle = SavedMasks(None, self._settings, self._schedule, done=0)
         #: The masks and schedule progress of every module this instance pruned (or is pruning in rounds).
         self._known: weakref.WeakKeyDictionary[LightningModule, SavedMasks] = weakref.WeakKeyDictionary()
-        # What the masks in force follow: these settings and schedule (the checkpoint's under on_settings_change
-        # 'keep'), the number of rounds done, and the fit-start state the lottery rounds still to come rewind to.
-        self._made_with = settings
-        self._following = rounds
-        self._done = 0
-        self._rewind: Optional[RewindPoint] = None
         self._saved: Optional[SavedMasks] = None
         self._upkeep: Optional[Union[MaskUpkeep, ShardedUpkeep]] = None
         self._resize: Optional[ResizeOnLoad] = None
@@ -300,6 +185,19 @@ class SynFlowPruning(Callback):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._known = weakref.WeakKeyDictionary()
+
+    if TYPE_CHECKING:
+        # The read-only arguments (``callback.sparsity``, ...) are set on the class by `read_only_arguments`.
+        def __getattr__(self, name: str) -> Any: ...
+
+    @property
+    def masks(self) -> Optional[dict[str, torch.Tensor]]:
+        """Boolean masks (True = kept) keyed by qualified parameter name, once pruned or restored."""
+        return self._lifecycle.masks
+
+    @masks.setter
+    def masks(self, masks: Optional[dict[str, torch.Tensor]]) -> None:
+        self._lifecycle.masks = masks
 
     @property
     def iterations(self) -> int:
@@ -333,12 +231,12 @@ class SynFlowPruning(Callback):
                 "the masks in force on every process. FSDP1 (FSDPStrategy, strategy='fsdp'), DeepSpeed and XLA "
                 "strategies are refused."
             )
-        if self.shrink and type(trainer.strategy) is not SingleDeviceStrategy:
+        if self._options.shrink and type(trainer.strategy) is not SingleDeviceStrategy:
             raise MisconfigurationException(
                 "SynFlowPruning(shrink=True) replaces the module's layers after the strategy has wrapped it, which "
                 "only single-device training allows; use shrink=False under DDP."
             )
-        if self.shrink and stage == "fit" and self._resize is None:
+        if self._options.shrink and stage == "fit" and self._resize is None:
             # A resumed shrink=True run: the fresh module gets the checkpoint's thinner layers before they load.
             self._resize = ResizeOnLoad(pl_module)
         if stage == "fit":
@@ -388,7 +286,7 @@ class SynFlowPruning(Callback):
         if self.masks is None:
             self._detach()  # nothing to keep in force before the first round
         else:
-            if self.shrink and not resized:
+            if self._options.shrink and not resized:
                 self._shrink(trainer, pl_module)
             self._attach(trainer, pl_module)
         self._remember(pl_module)
@@ -431,11 +329,12 @@ class SynFlowPruning(Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
+        life = self._lifecycle
         if self._packed is not None:  # sharded: the full masks, gathered when they came in force
-            return self._packed.state(self._made_with, self._following, self._done)
-        if self.masks is None and self._rewind is None and not self._fitting:
+            return self._packed.state(life.settings, life.schedule, life.done)
+        if life.masks is None and life.rewind is None and not self._fitting:
             return {}
-        return pack_state(self.masks, self._made_with, self._following, self._done, self._rewind)
+        return pack_state(life.masks, life.settings, life.schedule, life.done, life.rewind)
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -459,9 +358,8 @@ class SynFlowPruning(Callback):
 
     def _start(self, trainer: Trainer, pl_module: LightningModule, rewind: Optional[RewindPoint] = None) -> None:
         """A fresh schedule: capture the fit-start state if rounds rewind, and prune now if ``prune_epoch=0``."""
-        self.masks, self._made_with, self._following, self._done = None, self._settings, self._schedule, 0
+        self._lifecycle = SavedMasks(None, self._settings, self._schedule, done=0)
         self._packed = None
-        self._rewind = None
         if self._schedule.rewinds:
             if rewind is None and trainer.ckpt_path is not None:
                 rank_zero_warn(
@@ -470,47 +368,46 @@ class SynFlowPruning(Callback):
                     "LR schedulers to their state as configure_optimizers builds them."
                 )
             schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
-            self._rewind = rewind or RewindPoint.capture(pl_module, trainer.optimizers, schedulers)
+            self._lifecycle.rewind = rewind or RewindPoint.capture(pl_module, trainer.optimizers, schedulers)
         self._run_rounds(trainer, pl_module, 0)
 
     def _follow(self, saved: SavedMasks) -> None:
         """Continue what ``saved`` records: its masks, settings, schedule, progress and rewind point."""
-        self.masks, self._made_with, self._following = saved.masks, saved.settings, saved.schedule
+        self._lifecycle = replace(saved)  # a copy: the rounds still to come leave ``saved`` as it is
         self._packed = None
-        self._done, self._rewind = saved.done, saved.rewind
 
     def _remember(self, pl_module: LightningModule) -> None:
-        self._known[pl_module] = SavedMasks(self.masks, self._made_with, self._following, self._done, self._rewind)
+        self._known[pl_module] = replace(self._lifecycle)
 
     def _run_rounds(self, trainer: Trainer, pl_module: LightningModule, epoch: int) -> bool:
         """Run the rounds due by the start of ``epoch`` (normally at most one); whether any ran."""
-        due = self._following.due(self._made_with.density, self._done, epoch)
+        life = self._lifecycle  # `_prune` sets its masks
+        due = life.schedule.due(life.settings.density, life.done, epoch)
         for step in due:
-            self._prune(trainer, pl_module, replace(self._made_with, density=step.density), start=self.masks)
+            self._prune(trainer, pl_module, replace(life.settings, density=step.density), start=life.masks)
             if step.rewind:
-                assert self._rewind is not None
+                assert life.rewind is not None
                 schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
                 try:
-                    self._rewind.restore(pl_module, trainer.optimizers, schedulers)
+                    life.rewind.restore(pl_module, trainer.optimizers, schedulers)
                 except ValueError as error:
                     raise MisconfigurationException(
-                        f"SynFlowPruning(levels={self._following.levels}) cannot rewind to the fit-start state: "
-                        f"{error}."
+                        f"SynFlowPruning(levels={life.schedule.levels}) cannot rewind to the fit-start state: {error}."
                     ) from error
-            self._done = step.index
-        if self._done == self._following.levels:
-            self._rewind = None  # no round left to rewind: neither memory nor checkpoints keep it
+            life.done = step.index
+        if life.done == life.schedule.levels:
+            life.rewind = None  # no round left to rewind: neither memory nor checkpoints keep it
         return bool(due)
 
     def _warn_unreachable_rounds(self, trainer: Trainer) -> None:
-        max_epochs = trainer.max_epochs
-        last = self._schedule.last_epoch
+        max_epochs, rounds = trainer.max_epochs, self._schedule
+        last = rounds.last_epoch
         if last == 0 or max_epochs is None or not 0 <= max_epochs <= last:
             return
-        epochs = [r.epoch for r in self._schedule.rounds(self._settings.density)]
+        epochs = [r.epoch for r in rounds.rounds(self._settings.density)]
         missed = [epoch for epoch in epochs if epoch >= max_epochs]
         rank_zero_warn(
-            f"SynFlowPruning(prune_epoch={self.prune_epoch}, levels={self.levels}) prunes at the start of epochs "
+            f"SynFlowPruning(prune_epoch={rounds.prune_epoch}, levels={rounds.levels}) prunes at the start of epochs "
             f"{epochs}, but max_epochs={max_epochs} stops before epoch{'s' if len(missed) > 1 else ''} {missed}: "
             f"{'no round' if len(missed) == len(epochs) else 'not every round'} will run and the model will not reach "
             f"the requested density. Raise max_epochs above {last} (the epochs after the last round train the "
@@ -525,7 +422,7 @@ class SynFlowPruning(Callback):
             return
         names_now = self._prunable_names(pl_module)
         changed = differences(saved, self._settings, names_now, self._schedule)
-        choice = self._arguments["on_settings_change"]
+        choice = self._options.on_settings_change
         if changed and choice == "error":
             listed = "; ".join(f"{name}: checkpoint {old}, now {new}" for name, (old, new) in changed.items())
             raise MisconfigurationException(
@@ -539,8 +436,7 @@ class SynFlowPruning(Callback):
             params = dict(pl_module.named_parameters())
             shapes = {name: params[name].shape for name in names_now}
             self._prune(trainer, pl_module, self._settings, start=reprune_start(saved, self._settings, shapes))
-            self._made_with, self._following = self._settings, self._schedule
-            self._done, self._rewind = self._schedule.levels, None
+            self._lifecycle = SavedMasks(self.masks, self._settings, self._schedule, done=self._schedule.levels)
             return
         if changed:
             rank_zero_warn(
@@ -555,44 +451,6 @@ class SynFlowPruning(Callback):
         except (TypeError, ValueError) as error:
             raise MisconfigurationException(f"SynFlowPruning: {error}") from error
 
-    def _example_input(self, pl_module: LightningModule) -> Any:
-        if self._settings.method != "synflow":
-            return None
-        example = pl_module.example_input_array
-        if example is not None:
-            return example
-        if self.input_shape is not None:
-            return torch.zeros(1, *self.input_shape)
-        raise MisconfigurationException(
-            "SynFlowPruning needs the input shape: set `self.example_input_array = torch.zeros(1, *shape)` in your "
-            "LightningModule's __init__ (Lightning's convention), or pass `SynFlowPruning(input_shape=[...])` "
-            "(without the batch dimension)."
-        )
-
-    def _scoring_data(self, trainer: Trainer, pl_module: LightningModule) -> tuple[ScoringData, Optional[list[Any]]]:
-        if self._settings.method not in DATA_METHODS:
-            return ScoringData(example_input=self._example_input(pl_module)), None
-        if not pl_module.automatic_optimization:
-            raise MisconfigurationException(
-                f"SynFlowPruning(method={self._settings.method!r}) scores with the LightningModule's training_step "
-                "loss, but with automatic_optimization=False training_step steps the optimizers itself. Use "
-                "method='synflow', 'magnitude' or 'random', or prune before fit with "
-                "lightning_synflow.prune(model, ..., batches=..., batch_loss=...)."
-            )
-        loader = trainer.fit_loop._data_source.dataloader()
-        if loader is None:
-            raise MisconfigurationException(
-                f"SynFlowPruning(method={self._settings.method!r}) needs a train dataloader."
-            )
-        batches = [_transfer(pl_module, batch) for batch in islice(_iterate(loader), self.score_batches)]
-        return ScoringData(batch_loss=_training_step_loss), batches
-
-    def _progress(self, trainer: Trainer) -> bool:
-        progress = self.progress
-        if progress is None:
-            progress = trainer.progress_bar_callback is not None
-        return bool(progress) and trainer.is_global_zero
-
     def _prune(
         self,
         trainer: Trainer,
@@ -602,23 +460,27 @@ class SynFlowPruning(Callback):
     ) -> None:
         """Prune with ``settings`` from the masks ``start`` (pruned entries stay pruned); sets ``self.masks``."""
         if self._sharded:  # every rank prunes its own shards: the same masks, found together
-            outcome, masks, seconds = self._run_pruner(trainer, pl_module, settings, start)
-            if isinstance(outcome, Exception):
-                raise outcome
-            assert masks is not None
-            self.masks, self._packed = masks, PackedMasks.of(masks)
+            found = run_pruner(trainer, pl_module, settings, self._options, start)
+            if isinstance(found, Exception):
+                raise found
+            self.masks, self._packed = found.masks, PackedMasks.of(found.masks)
             if trainer.is_global_zero:
-                self._report(trainer, seconds, self._packed.unpacked())
+                self._report(trainer, self._packed.unpacked(), found)
             return
-        outcome, masks = None, None
-        if trainer.is_global_zero:
-            outcome, masks, seconds = self._run_pruner(trainer, pl_module, settings, start)
+        here = run_pruner(trainer, pl_module, settings, self._options, start) if trainer.is_global_zero else None
         # Rank 0 is authoritative: every rank applies its masks before any weight is touched elsewhere.
-        outcome = trainer.strategy.broadcast(outcome, src=0)
+        sent: Optional[Outcome] = None  # the other ranks' is not sent
+        if isinstance(here, Exception):
+            sent = here
+        elif here is not None:
+            sent = list(here.masks)  # the names only: the masks themselves travel as packed bits
+        outcome = trainer.strategy.broadcast(sent, src=0)
         if isinstance(outcome, Exception):
             if trainer.is_global_zero:
                 raise outcome
             raise RuntimeError(f"SynFlowPruning failed on rank 0: {outcome}")
+        assert outcome is not None
+        masks = here.masks if isinstance(here, Pruned) else None
         if trainer.world_size > 1:
             # Rank 0's masks as packed bits, then its weights byte for byte (+0.0 where others would get -0.0).
             params = dict(pl_module.named_parameters())
@@ -628,45 +490,12 @@ class SynFlowPruning(Callback):
         assert masks is not None
         # The weights of every rank are masked by `_attach`, which the calling hook runs right after this.
         self.masks = masks
-        if trainer.is_global_zero:
-            self._report(trainer, seconds)
-
-    def _run_pruner(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        settings: PruningSettings,
-        start: Optional[dict[str, torch.Tensor]],
-    ) -> tuple[Any, Optional[dict[str, torch.Tensor]], float]:
-        """Prune here: the masks' names (or the error, made a MisconfigurationException), the masks, the seconds."""
-        outcome: Any = None
-        masks: Optional[dict[str, torch.Tensor]] = None
-        began = time.perf_counter()
-        try:
-            data, batches = self._scoring_data(trainer, pl_module)
-            progress = self._progress(trainer)
-            masks = prune_with(pl_module, settings, data, progress=progress, batches=batches, masks=start)
-            outcome = list(masks)  # the names only: the masks themselves travel as packed bits
-        except ExampleInputError as error:
-            tried = error.shapes[0] if len(error.shapes) == 1 else error.shapes
-            outcome = MisconfigurationException(
-                f"SynFlowPruning could not run the model on an input of shape {tried} built from "
-                f"{self._input_source(pl_module)}: {error.cause}. Set `example_input_array` (or `input_shape`, "
-                "without the batch dimension) to the shape of one batch the model's forward accepts."
-            )
-            outcome.__cause__ = error
-        except (TypeError, ValueError, FloatingPointError) as error:
-            outcome = MisconfigurationException(f"SynFlowPruning could not prune: {error}")
-            outcome.__cause__ = error
-        except Exception as error:
-            outcome = error
-        return outcome, masks, time.perf_counter() - began
+        if isinstance(here, Pruned):
+            self._report(trainer, masks, here)
 
     def _shrink(self, trainer: Trainer, pl_module: LightningModule) -> None:
         assert self.masks is not None
-        example = pl_module.example_input_array
-        if example is None and self.input_shape is not None:
-            example = torch.zeros(1, *self.input_shape)
+        example = example_input(pl_module, self._options)
         if example is None:
             raise MisconfigurationException(
                 "SynFlowPruning(shrink=True) follows the model's graph with an example input: set the "
@@ -680,25 +509,19 @@ class SynFlowPruning(Callback):
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
                 logger.save()
-            if self.verbose:
+            if self._options.verbose:
                 macs = metrics["pruning/macs_shrunk"] / max(metrics["pruning/macs_dense"], 1.0)
                 rank_zero_info(
                     f"SynFlowPruning(shrink=True): {int(metrics['pruning/params_shrunk']):,} of "
                     f"{int(metrics['pruning/params_dense']):,} parameters, {macs:.1%} of the dense MACs."
                 )
 
-    def _input_source(self, pl_module: LightningModule) -> str:
-        if pl_module.example_input_array is not None:
-            return "the LightningModule's `example_input_array`"
-        return "`input_shape`"
-
-    def _report(self, trainer: Trainer, seconds: float, masks: Optional[dict[str, torch.Tensor]] = None) -> None:
+    def _report(self, trainer: Trainer, masks: dict[str, torch.Tensor], pruned: Pruned) -> None:
+        """Log and print what ``pruned`` found (``masks``: its masks, full)."""
         from lightning_synflow.report import summary_metrics, weight_positions
 
-        masks = masks if masks is not None else self.masks
-        assert masks is not None
         pl_module = trainer.lightning_module
-        example = self._example_input(pl_module)
+        example = pruned.example_input
         if example is None:  # snip/grasp/magnitude/random: FLOPs only if the module has an example input
             example = pl_module.example_input_array
         positions = None
@@ -708,14 +531,14 @@ class SynFlowPruning(Callback):
             except Exception as error:  # the report must not fail a pruning that succeeded
                 rank_zero_warn(f"SynFlowPruning: `pruning/flops_kept` not measured, the forward pass failed: {error}")
         stats = layer_stats(masks, positions)
-        metrics = {**sparsity_metrics(stats), **summary_metrics(stats), "pruning/seconds": seconds}
+        metrics = {**sparsity_metrics(stats), **summary_metrics(stats), "pruning/seconds": pruned.seconds}
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
             if isinstance(logger, WandbLogger):
                 wandb_log(logger, stats, trainer.global_step)
             logger.save()
-        if self.verbose:
-            rank_zero_info(f"SynFlowPruning ({self._settings.method}, {seconds:.1f} s):\n{format_table(stats)}")
+        if self._options.verbose:
+            rank_zero_info(f"SynFlowPruning ({self._settings.method}, {pruned.seconds:.1f} s):\n{format_table(stats)}")
 
     # -- keeping the masks in force ------------------------------------------------------------
 
@@ -746,44 +569,3 @@ class SynFlowPruning(Callback):
         if self._upkeep is not None:
             self._upkeep.detach()
             self._upkeep = None
-
-
-def _iterate(loader: Any) -> Iterator[Any]:
-    """Iterate a dataloader, or the first of several (Lightning's CombinedLoader / sequences)."""
-    if isinstance(loader, (list, tuple)):
-        loader = loader[0]
-    elif isinstance(loader, dict):
-        loader = next(iter(loader.values()))
-    return iter(loader)
-
-
-def _transfer(pl_module: LightningModule, batch: Any) -> Any:
-    """The batch as ``training_step`` sees it: through the module's batch-transfer hooks."""
-    batch = pl_module.on_before_batch_transfer(batch, 0)
-    batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-    return pl_module.on_after_batch_transfer(batch, 0)
-
-
-def _training_step_loss(pl_module: Any, batch: Any) -> torch.Tensor:
-    """The loss ``training_step`` returns on ``batch``, with its ``self.log`` calls silenced."""
-    silenced = {name: pl_module.__dict__.get(name) for name in ("log", "log_dict")}
-    pl_module.log = pl_module.log_dict = _ignore
-    try:
-        output = pl_module.training_step(batch, 0)
-    finally:
-        for name, value in silenced.items():
-            if value is None:
-                del pl_module.__dict__[name]
-            else:
-                pl_module.__dict__[name] = value
-    loss = output.get("loss") if isinstance(output, dict) else output
-    if not isinstance(loss, torch.Tensor):
-        raise MisconfigurationException(
-            "SynFlowPruning scores SNIP/GraSP with the loss training_step returns (a tensor, or a dict with 'loss'); "
-            f"it returned {type(output).__name__}."
-        )
-    return loss
-
-
-def _ignore(*args: Any, **kwargs: Any) -> None:
-    return None

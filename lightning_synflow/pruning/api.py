@@ -134,22 +134,7 @@ def prune(
         >>> sum(int(m.sum()) for m in masks.values())
         16
     """
-    settings = PruningSettings.create(
-        sparsity=sparsity,
-        compression=compression,
-        method=method,
-        iterations=iterations,
-        schedule=schedule,
-        scope=scope,
-        parameters=parameters,
-        exclude=exclude,
-        seed=seed,
-        invert=invert,
-        shuffle=shuffle,
-        reinitialize=reinitialize,
-        train_mode=train_mode,
-        min_density=min_density,
-    )
+    settings = PruningSettings.from_arguments(locals())  # here exactly prune()'s arguments, by name
     data = ScoringData(example_input, [], loss_fn, batch_loss)
     return prune_with(model, settings, data, progress=progress, on_iteration=on_iteration, batches=batches)
 
@@ -279,9 +264,7 @@ def score(
         raise ValueError(
             "score() does not support sharded (DTensor) models; prune() does (synflow, magnitude, random)."
         )
-    settings = PruningSettings.create(
-        sparsity=0.0, method=method, parameters=parameters, exclude=exclude, seed=seed, train_mode=train_mode
-    )
+    settings = PruningSettings.from_arguments({**locals(), "sparsity": 0.0})  # score()'s arguments, by name
     data = ScoringData(example_input, [], loss_fn, batch_loss)
     prunable = _validate_inputs(model, settings, data, batches)
     alive = AliveSet(list(prunable.values()))

@@ -1,15 +1,27 @@
-"""One validated settings object for ``prune()``, ``score()`` and ``SynFlowPruning``."""
+"""One validated settings object for ``prune()``, ``score()`` and ``SynFlowPruning``: where each option is declared."""
 
 from __future__ import annotations
 
 import fnmatch
 import math
 import numbers
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Literal, Union, cast, get_args
+from typing import Any, Literal, Union, get_args
 
+from lightning_synflow.pruning.option import (
+    Check,
+    OptionSpec,
+    Supported,
+    checked_options,
+    declares_options,
+    option,
+    option_arguments,
+    option_fields,
+    plain_value,
+    supports,
+)
 from lightning_synflow.pruning.schedule import Schedule, exact_fraction
 
 Method = Literal["synflow", "magnitude", "random", "snip", "grasp"]
@@ -19,6 +31,8 @@ SCHEDULES: tuple[str, ...] = get_args(Schedule)
 SCOPES: tuple[str, ...] = get_args(Scope)
 #: Methods that score on data (batches and a loss).
 DATA_METHODS = ("snip", "grasp")
+#: Methods that score a zero weight exactly 0, so entries already pruned go first.
+ZERO_FIRST_METHODS = ("synflow", "magnitude")
 
 
 def default_iterations(method: str) -> int:
@@ -50,21 +64,26 @@ def resolve_density(sparsity: float | None, compression: float | None) -> Fracti
     return 1 / exact_fraction(value)
 
 
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"`{name}` must be one of {list(allowed)}, got {value!r}.")
-    return str(value)
+def one_of(allowed: tuple[str, ...]) -> Check:
+    """The check of an option that takes one of ``allowed``."""
+
+    def check(name: str, value: Any, checked: Mapping[str, Any]) -> str:
+        if value not in allowed:
+            raise ValueError(f"`{name}` must be one of {list(allowed)}, got {value!r}.")
+        return str(value)
+
+    return check
 
 
-def _iterations(value: Any, method: str) -> int:
+def _iterations(name: str, value: Any, checked: Mapping[str, Any]) -> int:
     if value is None:
-        return default_iterations(method)
+        return default_iterations(checked["method"])
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"`iterations` must be an integer >= 1, got {value!r}.")
     return int(value)
 
 
-def _patterns(value: Any, name: str) -> tuple[str, ...] | None:
+def _patterns(name: str, value: Any, checked: Mapping[str, Any]) -> tuple[str, ...] | None:
     if value is None:
         return None
     if isinstance(value, str):
@@ -76,7 +95,7 @@ def _patterns(value: Any, name: str) -> tuple[str, ...] | None:
     return tuple(value)
 
 
-def _flag(name: str, value: Any) -> bool:
+def _flag(name: str, value: Any, checked: Mapping[str, Any]) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"`{name}` must be True or False, got {value!r}.")
     return value
@@ -103,7 +122,7 @@ def _pairs(value: Any) -> list[tuple[Any, Any]] | None:
     return None
 
 
-def _min_density(value: Any) -> MinDensity:
+def _min_density(name: str, value: Any, checked: Mapping[str, Any]) -> MinDensity:
     """One floor (0 means none), or a mapping from name glob to floor stored as sorted ``(glob, floor)`` pairs."""
     if value is None:
         return None
@@ -123,95 +142,102 @@ def _min_density(value: Any) -> MinDensity:
     return tuple(sorted((glob, _fraction(floor, f"[{glob!r}]")) for glob, floor in pairs))
 
 
-def _seed(value: Any) -> int | None:
+def _seed(name: str, value: Any, checked: Mapping[str, Any]) -> int | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
         raise TypeError(f"`seed` must be an integer or None, got {value!r}.")
     return None if value is None else int(value)
 
 
+#: The methods sharded (DTensor) pruning supports (the data methods would need a loss over sharded batches).
+SHARDED_METHODS = ("synflow", "magnitude", "random")
+
+
+@declares_options
 @dataclass(frozen=True)
 class PruningSettings:
     """What decides the masks, validated once and compared by meaning.
 
     Build it with :meth:`create`, which accepts the user's spelling (``sparsity`` or ``compression``,
     ``iterations`` omitted or spelled out) and stores the meaning: two settings objects are equal
-    exactly when they prune alike (``sparsity=0.9`` equals ``compression=10``).
-
-    Attributes:
-        density: fraction of the prunable weights kept, exactly.
-        method: scoring method.
-        iterations: prune-score iterations (the method's default filled in).
-        schedule: density schedule across iterations.
-        scope: one threshold for all tensors (``global``) or one per tensor (``local``).
-        parameters: glob patterns of the prunable parameters (None: the default selection of
-            :func:`~lightning_synflow.pruning.targets.select_prunable`).
-        exclude: glob patterns removed from the prunable set.
-        seed: seed of the ``random`` method, of ``shuffle`` and of ``reinitialize`` (None: torch's
-            global generator).
-        invert: keep the lowest scores instead of the highest.
-        shuffle: permute each tensor's final mask uniformly at random.
-        reinitialize: re-draw the kept weights with each layer's own initializer after pruning.
-        train_mode: score with BatchNorm in train mode (batch statistics).
-        min_density: floor on the density of each matching prunable tensor: one float for all, or
-            sorted ``(glob, floor)`` pairs (a mapping given by the user); None for no floor.
+    exactly when they prune alike (``sparsity=0.9`` equals ``compression=10``). Each field is one option,
+    declared once here (:mod:`~lightning_synflow.pruning.option`): its check, its doc, whether sharded
+    pruning supports it, how a checkpoint compares it, and whether re-pruning may start from earlier masks.
     """
 
-    density: Fraction
-    method: str = "synflow"
-    iterations: int = 100
-    schedule: Schedule = "exponential"
-    scope: str = "global"
-    parameters: tuple[str, ...] | None = None
-    exclude: tuple[str, ...] | None = None
-    seed: int | None = None
-    invert: bool = False
-    shuffle: bool = False
-    reinitialize: bool = False
-    train_mode: bool = False
-    min_density: MinDensity = None
+    density: Fraction = field(
+        metadata=OptionSpec(
+            "fraction of the prunable weights kept, exactly (the argument ``sparsity`` or ``compression``).",
+            spelled=("sparsity", "compression"),
+        ).metadata()
+    )
+    method: str = option(
+        "synflow", "scoring method.", check=one_of(METHODS), sharded=SHARDED_METHODS, from_masks=ZERO_FIRST_METHODS
+    )
+    iterations: int = option(
+        100, "prune-score iterations (the method's default filled in).", check=_iterations, argument=None
+    )
+    schedule: Schedule = option("exponential", "density schedule across iterations.", check=one_of(SCHEDULES))
+    scope: str = option(
+        "global", "one threshold for all tensors (``global``) or one per tensor (``local``).", check=one_of(SCOPES)
+    )
+    parameters: tuple[str, ...] | None = option(
+        None,
+        "glob patterns of the prunable parameters (None: the default selection of "
+        ":func:`~lightning_synflow.pruning.targets.select_prunable`).",
+        check=_patterns,
+        compare="select",
+    )
+    exclude: tuple[str, ...] | None = option(
+        None, "glob patterns removed from the prunable set.", check=_patterns, compare="select"
+    )
+    seed: int | None = option(
+        None,
+        "seed of the ``random`` method, of ``shuffle`` and of ``reinitialize`` (None: torch's global generator).",
+        check=_seed,
+        compare="seed",
+    )
+    invert: bool = option(
+        False, "keep the lowest scores instead of the highest.", check=_flag, sharded=False, from_masks=False
+    )
+    shuffle: bool = option(
+        False, "permute each tensor's final mask uniformly at random.", check=_flag, sharded=False, from_masks=False
+    )
+    reinitialize: bool = option(
+        False, "re-draw the kept weights with each layer's own initializer after pruning.", check=_flag, sharded=False
+    )
+    train_mode: bool = option(
+        False, "score with BatchNorm in train mode (batch statistics).", check=_flag, sharded=False
+    )
+    min_density: MinDensity = option(
+        None,
+        "floor on the density of each matching prunable tensor: one float for all, or sorted ``(glob, floor)`` "
+        "pairs (a mapping given by the user); None for no floor.",
+        check=_min_density,
+        sharded=False,
+        from_masks=False,
+    )
 
     @classmethod
-    def create(
-        cls,
-        *,
-        sparsity: float | None = None,
-        compression: float | None = None,
-        method: str = "synflow",
-        iterations: int | None = None,
-        schedule: str = "exponential",
-        scope: str = "global",
-        parameters: str | Sequence[str] | None = None,
-        exclude: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        invert: bool = False,
-        shuffle: bool = False,
-        reinitialize: bool = False,
-        train_mode: bool = False,
-        min_density: float | Mapping[str, float] | None = None,
-    ) -> PruningSettings:
+    def create(cls, **arguments: Any) -> PruningSettings:
         """Validate the user's arguments and return their meaning.
+
+        The arguments are those of :func:`~lightning_synflow.pruning.api.prune` that decide the masks:
+        ``sparsity``, ``compression`` and one per field (:data:`ARGUMENTS`).
 
         Raises:
             ValueError: a value outside its allowed values (the message names the argument and them).
-            TypeError: a value of the wrong type.
+            TypeError: a value of the wrong type, or an argument no option has.
         """
-        density = resolve_density(sparsity, compression)
-        method = _choice("method", method, METHODS)
-        return cls(
-            density=density,
-            method=method,
-            iterations=_iterations(iterations, method),
-            schedule=cast(Schedule, _choice("schedule", schedule, SCHEDULES)),  # checked against Schedule's values
-            scope=_choice("scope", scope, SCOPES),
-            parameters=_patterns(parameters, "parameters"),
-            exclude=_patterns(exclude, "exclude"),
-            seed=_seed(seed),
-            invert=_flag("invert", invert),
-            shuffle=_flag("shuffle", shuffle),
-            reinitialize=_flag("reinitialize", reinitialize),
-            train_mode=_flag("train_mode", train_mode),
-            min_density=_min_density(min_density),
-        )
+        unknown = [name for name in arguments if name not in ARGUMENTS]
+        if unknown:
+            raise TypeError(f"PruningSettings.create() got unexpected arguments {unknown}; they are {list(ARGUMENTS)}.")
+        return cls.from_arguments(arguments)
+
+    @classmethod
+    def from_arguments(cls, arguments: Mapping[str, Any]) -> PruningSettings:
+        """:meth:`create` from a mapping that may hold other names too (a function's ``locals()``), ignored."""
+        density = resolve_density(arguments.get("sparsity"), arguments.get("compression"))
+        return cls(density=density, **checked_options(cls, arguments))
 
     @property
     def uses_seed(self) -> bool:
@@ -224,35 +250,27 @@ class PruningSettings:
         return float(1 - self.density)
 
     def describe(self) -> dict[str, str]:
-        """Human-readable values, for messages and checkpoints."""
-        values = asdict(self)
+        """Human-readable values, for messages."""
+        values = {name: repr(plain_value(getattr(self, name))) for name in option_fields(self)}
         values["density"] = f"{self.density} (sparsity {float(1 - self.density):.6g})"
-        if isinstance(self.min_density, tuple):
-            values["min_density"] = dict(self.min_density)
-        return {key: repr(value) if key != "density" else value for key, value in values.items()}
+        return values
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (density as a ``"p/q"`` string) for checkpoints; inverse of :meth:`from_dict`."""
-        values = asdict(self)
-        values["density"] = str(self.density)
-        for key in ("parameters", "exclude"):
-            if values[key] is not None:
-                values[key] = list(values[key])
-        if isinstance(self.min_density, tuple):
-            values["min_density"] = dict(self.min_density)
-        return values
+        return {name: plain_value(getattr(self, name)) for name in option_fields(self)}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> PruningSettings:
-        """Settings saved by :meth:`to_dict` (fields added since the dict was saved take their defaults)."""
-        values = dict(values)
-        values["density"] = Fraction(values["density"])
-        for key in ("parameters", "exclude"):
-            if values.get(key) is not None:
-                values[key] = tuple(values[key])
-        if "min_density" in values:
-            values["min_density"] = _min_density(values["min_density"])
-        return cls(**values)
+    def from_dict(cls, values: Mapping[str, Any]) -> PruningSettings:
+        """Settings saved by :meth:`to_dict` (fields added since the dict was saved take their defaults).
+
+        Raises:
+            ValueError: a value no option of this release allows.
+            TypeError: a key no field of this release has, or a value of the wrong type.
+        """
+        unknown = [name for name in values if name not in option_fields(cls)]
+        if unknown:
+            raise TypeError(f"settings {unknown} are unknown to this release")
+        return cls(density=Fraction(values["density"]), **checked_options(cls, values))
 
     def floor_counts(self, sizes: Mapping[str, int]) -> list[int] | None:
         """The fewest entries ``min_density`` keeps in each tensor: ``ceil(floor * numel)``, exactly.
@@ -285,3 +303,44 @@ class PruningSettings:
         """Settings whose meaning differs: name -> (this value, the other's), as readable strings."""
         mine, theirs = self.describe(), other.describe()
         return {key: (mine[key], theirs[key]) for key in mine if key not in ignore and mine[key] != theirs[key]}
+
+    def not_compared_by_value(self, other: PruningSettings) -> list[str]:
+        """The options a checkpoint's settings (``self``) and ``other`` are not compared on by value.
+
+        The patterns (compared by the parameters they select on today's model, by the caller), and the seed
+        unless both draw from it.
+        """
+        both_seeded = self.uses_seed and other.uses_seed
+        return [
+            name
+            for name, (_, spec) in option_fields(self).items()
+            if spec.compare == "select" or (spec.compare == "seed" and not both_seeded)
+        ]
+
+    def unsupported_when_sharded(self) -> list[str]:
+        """The options whose values sharded (DTensor) pruning does not support, in declaration order."""
+        return self._outside(lambda spec: spec.sharded)
+
+    @property
+    def same_from_masks(self) -> bool:
+        """Whether pruning weights already masked, from their masks, gives the masks pruning them from dense does.
+
+        True where their zeros score exactly 0 and go first (SynFlow, magnitude) and nothing else moves
+        entries (``invert``, ``shuffle``, floors).
+        """
+        return not self._outside(lambda spec: spec.from_masks)
+
+    def _outside(self, rule: Callable[[OptionSpec], Supported]) -> list[str]:
+        """The options whose values ``rule`` of their declaration does not support."""
+        return [
+            name
+            for name, (declared, spec) in option_fields(self).items()
+            if not supports(rule(spec), getattr(self, name), declared.default)
+        ]
+
+
+#: The user's arguments that decide the masks (what :meth:`PruningSettings.create` takes), by name, in order.
+ARGUMENTS = option_arguments(PruningSettings)
+
+#: The options sharded (DTensor) pruning supports at their defaults only.
+SHARDED_AT_DEFAULTS = tuple(name for name, (_, spec) in option_fields(PruningSettings).items() if spec.sharded is False)

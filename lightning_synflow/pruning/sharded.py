@@ -36,11 +36,8 @@ from lightning_synflow.pruning.finish import warn_collapsed
 from lightning_synflow.pruning.inputs import ExampleInput, call_on_ones, output_sum, validate_example_input
 from lightning_synflow.pruning.schedule import prune_count, schedule_densities
 from lightning_synflow.pruning.scores import in_safe_range, score_dtype
-from lightning_synflow.pruning.settings import PruningSettings
+from lightning_synflow.pruning.settings import SHARDED_AT_DEFAULTS, SHARDED_METHODS, PruningSettings
 from lightning_synflow.pruning.targets import select_prunable
-
-#: The methods :func:`prune_sharded` supports (the data methods need a loss over sharded batches).
-SHARDED_METHODS = ("synflow", "magnitude", "random")
 
 #: Largest band of scores (over all ranks) that is all-gathered for the exact selection.
 BAND_LIMIT = 1 << 16
@@ -88,19 +85,12 @@ def _refuse_options(settings: PruningSettings, batches: object, masks: object) -
             f"method={settings.method!r} is not supported on a sharded (DTensor) model; supported there: "
             f"{list(SHARDED_METHODS)}."
         )
-    options = {
-        "invert": settings.invert,
-        "shuffle": settings.shuffle,
-        "reinitialize": settings.reinitialize,
-        "train_mode": settings.train_mode,
-        "min_density": settings.min_density is not None,
-    }
-    refused = [name for name, given in options.items() if given]
+    refused = settings.unsupported_when_sharded()
     if refused:
+        at_defaults = [f"`{name}`" for name in SHARDED_AT_DEFAULTS]
         raise ValueError(
-            f"{refused} not supported on a sharded (DTensor) model: prune it with `invert`, `shuffle`, "
-            "`reinitialize`, `train_mode` and `min_density` at their defaults, or prune the unsharded model before "
-            "sharding it."
+            f"{refused} not supported on a sharded (DTensor) model: prune it with {', '.join(at_defaults[:-1])} and "
+            f"{at_defaults[-1]} at their defaults, or prune the unsharded model before sharding it."
         )
 
 

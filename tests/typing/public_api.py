@@ -33,6 +33,8 @@ def main(folder: Path) -> None:
     masks: dict[str, torch.Tensor] = prune(net, sparsity=0.9, example_input=example)
     callback: SynFlowPruning = SynFlowPruning(sparsity=0.9)
     SynFlowPruning(sparsty=0.9)  # type: ignore[call-arg]
+    print(callback.sparsity, callback.min_density)  # the arguments, read-only
+    callback.sparsity = 0.5  # type: ignore[attr-defined]
     prune(net, sparsity="0.9", example_input=example)  # type: ignore[arg-type]
     trainer = Trainer(callbacks=[callback], max_epochs=1)
     thin: nn.Module = shrink(net, masks, example)
