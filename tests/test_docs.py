@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import inspect
 import pkgutil
 import re
 import sys
@@ -292,6 +293,116 @@ def test_every_module_is_in_the_api_reference_or_internal() -> None:
     forgotten = sorted(set(_package_modules()) - named - INTERNAL_MODULES)
     assert not forgotten, f"add to docs/api/*.md (or to INTERNAL_MODULES in this file): {forgotten}"
     assert not named - {"lightning_synflow", *_package_modules()}, "docs/api names a module that does not exist"
+
+
+_PUBLIC_DIRECTIVE = re.compile(r"^\.\. auto(?:function|class):: lightning_synflow\.(?P<name>\w+)$", re.MULTILINE)
+
+
+def test_the_public_api_page_documents_every_top_level_name_under_its_short_name() -> None:
+    """``docs/api/package.md`` documents ``lightning_synflow.X`` for every ``X`` users import, not the internals."""
+    documented = set(_PUBLIC_DIRECTIVE.findall((DOCS / "api" / "package.md").read_text()))
+    public = set(lightning_synflow.__all__) - {"__version__"}
+    assert public <= documented, f"document these in docs/api/package.md: {sorted(public - documented)}"
+
+
+# -- The README and the guide pages ------------------------------------------------------------------------
+
+README = ROOT / "README.md"
+README_MAX_LINES = 250
+CODE_LINE_MAX = 88  # longer lines are cut off in the rendered pages
+_TABLE_ROW = re.compile(r"^\|(?P<cells>.*)\|\s*$")
+_LINK = re.compile(r"\]\((?P<target>[^)#\s]+)(?:#[^)]*)?\)")
+
+
+def table_rows(text: str, header: str) -> list[list[str]]:
+    """The body rows of the first Markdown table of ``text`` whose header row starts with ``header``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2 :]:
+        match = _TABLE_ROW.match(line)
+        if match is None:
+            break
+        rows.append([cell.strip() for cell in match["cells"].split("|")])
+    return rows
+
+
+def _callback_arguments() -> list[str]:
+    from lightning_synflow import SynFlowPruning
+
+    return [name for name in inspect.signature(SynFlowPruning.__init__).parameters if name != "self"]
+
+
+def test_the_readme_is_a_short_introduction() -> None:
+    """At most 250 lines: install first, the argument table, the test and demo commands, links to the docs."""
+    text = README.read_text()
+    assert len(text.splitlines()) <= README_MAX_LINES, "the docs are the full reference; keep the README short"
+    assert "pip install lightning-synflow" in text
+    assert text.index("## Install") < text.index("SynFlowPruning("), "install comes before the first example"
+    assert "example_input_array" in text, "the callback example uses the user's own module"
+    assert "safetensors" in text, "the dependency list names every core dependency"
+    assert "make test" in text and "make demo" in text
+    rows = table_rows(text, "| argument | default | meaning |")
+    named = {name.strip("` ") for row in rows for name in row[0].split(",")}
+    missing = [name for name in _callback_arguments() if name not in named]
+    assert not missing, f"README argument table misses {missing}"
+
+
+def test_the_readme_shows_every_argument_of_prune() -> None:
+    from lightning_synflow import prune
+
+    text = README.read_text()
+    signature = text[text.index("prune(model, *") :]
+    signature = signature[: signature.index("->")]
+    missing = [name for name in inspect.signature(prune).parameters if name != "model" and f"{name}=" not in signature]
+    assert not missing, f"the README's prune() signature misses {missing}"
+
+
+def test_the_readme_links_resolve() -> None:
+    broken = [m["target"] for m in _LINK.finditer(README.read_text()) if not (ROOT / m["target"]).exists()]
+    assert not broken, f"README links to missing files: {broken}"
+
+
+def test_the_callback_page_has_an_argument_table() -> None:
+    """Every ``SynFlowPruning`` argument has a row (name, default, meaning) in docs/callback.md."""
+    rows = table_rows((DOCS / "callback.md").read_text(), "| argument | default | meaning |")
+    named = [row[0].strip("` ") for row in rows]
+    assert named == _callback_arguments(), "one row per argument, in the signature's order"
+    assert all(len(row) == 3 and row[1] and row[2] for row in rows), "each row gives a default and a meaning"
+
+
+def test_code_lines_fit_the_rendered_page() -> None:
+    """Code the reader copies has no line over 88 characters: Python, YAML and shell in the guide pages, shell
+    commands in the files they include (benchmark output is quoted as the scripts print it)."""
+    long = [
+        f"{block.where}+{number}"
+        for block in _blocks((*PYTHON, *YAML, "bash", "text"))
+        if block.path.parent == DOCS or block.language == "bash"
+        for number, line in enumerate(block.text.splitlines())
+        if len(line) > CODE_LINE_MAX
+    ]
+    assert not long, f"wrap these code lines at {CODE_LINE_MAX} characters: {long}"
+
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ANCHOR = re.compile(r"\]\(#(?P<anchor>[\w-]+)\)")
+
+
+def _slug(heading: str) -> str:
+    """GitHub's (and MyST's) anchor of a heading."""
+    return re.sub(r"\s", "-", re.sub(r"[^\w\s-]", "", heading.strip().lower()))
+
+
+def test_the_benchmark_summary_names_the_section_and_date_of_each_figure() -> None:
+    text = (ROOT / "BENCHMARKS.md").read_text()
+    anchors = {_slug(line.lstrip("#")) for line in text.splitlines() if line.startswith("## ")}
+    rows = table_rows(text, "| measurement |")
+    assert rows, "BENCHMARKS.md opens with a summary table"
+    for row in rows:
+        source = row[-1]
+        linked = {m["anchor"] for m in _ANCHOR.finditer(source)}
+        assert linked and linked <= anchors, f"summary row {row[0]!r} links to its section"
+        assert _DATE.search(source) or "not measured" in row[1], f"summary row {row[0]!r} names its date"
 
 
 # -- The docs' Sphinx extension ---------------------------------------------------------------------------

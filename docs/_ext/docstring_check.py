@@ -25,12 +25,25 @@ from sphinx.util import logging
 logger = logging.getLogger(__name__)
 
 #: The kinds of object autodoc reports that must carry a docstring.
-CHECKED = frozenset({"module", "class", "exception", "function", "method", "property", "classmethod", "staticmethod"})
+CHECKED = frozenset(
+    {
+        "module",
+        "class",
+        "exception",
+        "function",
+        "method",
+        "property",
+        "classmethod",
+        "staticmethod",
+    }
+)
 
 
 def is_public(name: str) -> bool:
     """Whether the dotted ``name`` is public: no component starts with an underscore (dunders excepted)."""
-    return not any(part.startswith("_") and not part.endswith("__") for part in name.split("."))
+    return not any(
+        part.startswith("_") and not part.endswith("__") for part in name.split(".")
+    )
 
 
 def defined_here(name: str, obj: Any) -> bool:
@@ -38,7 +51,10 @@ def defined_here(name: str, obj: Any) -> bool:
 
     Objects that do not say where they come from (properties, for one) count as defined here.
     """
-    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    module, qualname = (
+        getattr(obj, "__module__", None),
+        getattr(obj, "__qualname__", None),
+    )
     if not (isinstance(module, str) and isinstance(qualname, str)):
         return True
     return name == f"{module}.{qualname}"
@@ -46,16 +62,22 @@ def defined_here(name: str, obj: Any) -> bool:
 
 def missing_docstring(what: str, name: str, lines: list[str]) -> bool:
     """Whether an object autodoc documents is public, of a checked kind, and has an empty docstring."""
-    return what in CHECKED and is_public(name) and not any(line.strip() for line in lines)
+    return (
+        what in CHECKED and is_public(name) and not any(line.strip() for line in lines)
+    )
 
 
-def check_docstring(app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]) -> None:
+def check_docstring(
+    app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]
+) -> None:
     """``autodoc-process-docstring`` handler: warn (type ``docstring``) for a public object without a docstring.
 
     Autodoc also reads the docstrings of names a module imports before it leaves them out; those are skipped.
     """
     if missing_docstring(what, name, lines) and defined_here(name, obj):
-        logger.warning("%s %s has no docstring", what, name, type="docstring", subtype="missing")
+        logger.warning(
+            "%s %s has no docstring", what, name, type="docstring", subtype="missing"
+        )
 
 
 def defined_name(target: str, packages: tuple[str, ...]) -> Optional[str]:
@@ -79,28 +101,57 @@ def defined_name(target: str, packages: tuple[str, ...]) -> Optional[str]:
                 obj = getattr(obj, part)
             except AttributeError:
                 break
-            module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+            module, qualname = (
+                getattr(obj, "__module__", None),
+                getattr(obj, "__qualname__", None),
+            )
             if isinstance(module, str) and isinstance(qualname, str):
                 prefix, rest = f"{module}.{qualname}", parts[split + index + 1 :]
         return ".".join([prefix, *rest])
     return None
 
 
+def docstring_owner(node: pending_xref) -> Optional[str]:
+    """The defined name of the object whose docstring holds ``node`` (autodoc's ``docstring of NAME`` source)."""
+    source = node.source or ""
+    marker = ":docstring of "
+    return source.split(marker, 1)[1] if marker in source else None
+
+
+def enclosing_scopes(name: Optional[str]) -> list[str]:
+    """The scopes a short name in the docstring of ``name`` can live in, innermost first (``a.b.f``: ``a.b``, ``a``)."""
+    if not name:
+        return []
+    parts = name.split(".")
+    return [".".join(parts[:end]) for end in range(len(parts) - 1, 0, -1)]
+
+
 def resolve_reexport(
     app: Sphinx, env: BuildEnvironment, node: pending_xref, contnode: nodes.TextElement
 ) -> Optional[nodes.reference]:
-    """``missing-reference`` handler: retry a Python reference at the place its object is defined."""
+    """``missing-reference`` handler: retry a Python reference at the place its object is defined.
+
+    A short name in a docstring is also looked up around the object that docstring belongs to, so that
+    ``:func:`helper``` in ``a.impl.f`` still resolves when ``f`` is documented as the re-exported ``a.f``.
+    """
     if node.get("refdomain") != "py":
         return None
     target = node["reftarget"]
     module = node.get("py:module")
-    candidates = [f"{module}.{target}", target] if module else [target]
+    tried = (
+        [f"{module}.{target}", target] if module else [target]
+    )  # what Sphinx looked up already
+    candidates = tried + [
+        f"{scope}.{target}" for scope in enclosing_scopes(docstring_owner(node))
+    ]
     domain = env.get_domain("py")
     for candidate in candidates:
         defined = defined_name(candidate, tuple(app.config.docstring_check_packages))
-        if defined is None or defined == candidate:
+        if defined is None or defined in tried:
             continue
-        found = domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"], defined, node, contnode)
+        found = domain.resolve_xref(
+            env, node["refdoc"], app.builder, node["reftype"], defined, node, contnode
+        )
         if found is not None:
             return found
     return None
@@ -127,7 +178,9 @@ def tidy_signature(
 
 def setup(app: Sphinx) -> dict[str, Any]:
     """Register the handlers."""
-    app.add_config_value("docstring_check_packages", [], "env", types=frozenset({list, tuple}))
+    app.add_config_value(
+        "docstring_check_packages", [], "env", types=frozenset({list, tuple})
+    )
     app.connect("autodoc-process-docstring", check_docstring)
     app.connect("autodoc-process-signature", tidy_signature)
     app.connect("missing-reference", resolve_reexport)
