@@ -72,7 +72,8 @@ def check_zero_scores(
             f"{fraction:.1%} of the prunable weights have a SynFlow score of exactly zero, so the mask among them "
             f"is arbitrary (ties). Layers with most zero scores: {layers}. Typical causes: zero-initialized layers "
             "(e.g. the last BatchNorm of residual blocks, a zero-init head) or saturating activations (ReLU6, "
-            f"hardswish).{hint}",
+            "hardswish). For norm scales initialized to zero (timm's zero_init_last), score with them set to 1: "
+            f"see 'Known limits' in the docs for the recipe.{hint}",
             UserWarning,
             stacklevel=4,
         )

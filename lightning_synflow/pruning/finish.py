@@ -143,6 +143,11 @@ def warn_collapsed(masks: dict[str, torch.Tensor], settings: PruningSettings, st
     elif settings.iterations < default_iterations("synflow"):
         remedies.append(f"more iterations (SynFlow's default is {default_iterations('synflow')})")
     remedies.append("a lower compression")
+    if settings.method == "synflow":
+        remedies.append(
+            "where a norm scale initialized to zero blocks the flow (timm's zero_init_last), scoring with it set "
+            "to 1 (recipe in the docs' 'Known limits')"
+        )
     kept = sum(int(torch.count_nonzero(mask)) for mask in masks.values())
     floor = feasible_floor([numel for _, numel in emptied], kept)
     if floor is not None:
