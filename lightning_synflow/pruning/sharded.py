@@ -66,8 +66,8 @@ def _refuse_options(settings: PruningSettings) -> None:
 class ShardWorkspace(ScoringWorkspace):
     """The scoring workspace on local shards: every change is made in place, from a backup of the shard.
 
-    Parameters that are not prunable keep their ``requires_grad`` (FSDP2 fixes it when it first gathers).
-    The dtype never changes (FSDP2 computes in its own), so :meth:`cast` is not for this workspace.
+    Parameters that are not prunable keep their ``requires_grad``, as FSDP2 set them up. The dtype
+    never changes (FSDP2 computes in its own), so :meth:`cast` is not for this workspace.
     """
 
     freezes_others = False
@@ -246,11 +246,11 @@ def prune_sharded(
         checked = dict(zip(prunable, check_starting_masks(prunable, settings, masks)))  # on every rank alike
         start = [local_shard(m) for m in shard_masks(prunable, checked).values()]
 
-    hook = None
-    if on_iteration is not None:
-        called = on_iteration
-        hook = lambda step, local: called(step, as_dtensors(prunable, list(local.values())))  # noqa: E731
+    def in_dtensors(step: int, local: dict[str, torch.Tensor]) -> None:
+        assert on_iteration is not None
+        on_iteration(step, as_dtensors(prunable, list(local.values())))
 
+    hook = None if on_iteration is None else in_dtensors
     kept = run_loop(model, prunable, settings, data, progress, hook, start, None, RowSharding(collective, rows))
     with torch.no_grad():
         for param, mask in zip(prunable.values(), kept.values()):
