@@ -276,13 +276,12 @@ INTERNAL_MODULES = {
     "lightning_synflow.graph.ops",
     "lightning_synflow.graph.tracker",
     "lightning_synflow.graph.values",
-    "lightning_synflow.pruning.alive",
     "lightning_synflow.pruning.checks",
     "lightning_synflow.pruning.cut",
+    "lightning_synflow.pruning.distributed",
     "lightning_synflow.pruning.scores",
     "lightning_synflow.pruning.select",
     "lightning_synflow.pruning.sharded",
-    "lightning_synflow.pruning.workspace",
 }
 
 

@@ -83,7 +83,8 @@ def _full(tensors: dict) -> dict:
 def _core_job(rank: int, directory: str) -> None:
     from torch.distributed.device_mesh import init_device_mesh
 
-    from lightning_synflow.pruning.sharded import _mesh_of, distributed_kth
+    from lightning_synflow.pruning.distributed import MeshCollective
+    from lightning_synflow.pruning.select import kth_smallest
 
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     mesh = init_device_mesh("cpu", (WORLD,))
@@ -96,7 +97,9 @@ def _core_job(rank: int, directory: str) -> None:
     )
     part = everything[:1700] if rank == 0 else everything[1700:]
     ranks = [1, 2, 600, 601, 1500, 2999, 3000, 3001, 3999, 4000]
-    results["kth"] = [distributed_kth(part, k, _mesh_of(mesh), band_limit=64, samples=256) for k in ranks]
+    collective = MeshCollective.of(mesh)
+    results["kth"] = [kth_smallest([part], k, 256, collective) for k in ranks]  # torch backend
+    results["kth_numpy"] = [kth_smallest([part[:900].numpy(), part[900:].numpy()], k, 64, collective) for k in ranks]
     results["kth_expected"] = [float(everything.kthvalue(k).values) for k in ranks]
 
     # Every run of RUNS on the sharded model.
@@ -212,6 +215,11 @@ def _tied_net() -> nn.Sequential:
 def test_distributed_threshold_is_exact_with_ties(core):
     for result in core:
         assert result["kth"] == result["kth_expected"]
+
+
+def test_distributed_threshold_is_exact_with_ties_on_numpy_segments(core):
+    for result in core:
+        assert result["kth_numpy"] == result["kth_expected"]
 
 
 @pytest.mark.parametrize(("label", "options"), list(RUNS.items()), ids=list(RUNS))

@@ -25,9 +25,9 @@ from lightning_synflow.callback.state import pack_state
 from lightning_synflow.callback.upkeep import masked_parameters
 from lightning_synflow.checkpoint_format import mask_entries
 from lightning_synflow.masks import pack_mask, unpack_mask
+from lightning_synflow.pruning.distributed import shard_masks, sharded_mesh
 from lightning_synflow.pruning.option import supports
 from lightning_synflow.pruning.settings import PruningSettings
-from lightning_synflow.pruning.sharded import shard_masks, sharded_mesh
 from lightning_synflow.pruning.targets import select_prunable
 
 #: What SynFlowPruning supports under ModelParallelStrategy, for messages.

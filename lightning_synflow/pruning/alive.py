@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from lightning_synflow.pruning.collective import LOCAL, Collective
 from lightning_synflow.pruning.cut import Cut
 from lightning_synflow.pruning.select import NUMPY, backend_for, keep_above
 
@@ -86,7 +87,11 @@ class AliveSet:
         return self._view
 
     def apply(
-        self, cut: Cut, scores: Sequence[torch.Tensor], tensors: Sequence[int] | None = None
+        self,
+        cut: Cut,
+        scores: Sequence[torch.Tensor],
+        tensors: Sequence[int] | None = None,
+        collective: Collective = LOCAL,
     ) -> dict[int, torch.Tensor]:
         """Prune the view entries that ``cut`` removes, among ``tensors`` (indices; default all).
 
@@ -94,6 +99,7 @@ class AliveSet:
             cut: the pruning step, planned on ``scores`` and the view masks of the same tensors.
             scores: the view scores of those tensors.
             tensors: which tensors ``cut`` and ``scores`` are about.
+            collective: the ranks ``cut`` was planned over (this set holds this rank's shards).
 
         Returns:
             Per tensor changed, what to zero in the weights: its whole boolean mask (True = kept) or
@@ -112,7 +118,7 @@ class AliveSet:
         # entries at most) keeps its picks until then, to turn them into positions.
         found: list[torch.Tensor] = []
         kept: list[torch.Tensor | None] = []
-        for view, picked in zip(views, cut.picks(backend.views(scores), backend.views(views))):
+        for view, picked in zip(views, cut.picks(backend.views(scores), backend.views(views), collective)):
             pick = torch.as_tensor(picked)
             view &= ~pick
             found.append(torch.count_nonzero(pick))

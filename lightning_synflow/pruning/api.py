@@ -7,9 +7,9 @@ from collections.abc import Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from lightning_synflow.masks import check_masks
 from lightning_synflow.pruning.alive import AliveSet
-from lightning_synflow.pruning.checks import check_weights
+from lightning_synflow.pruning.checks import check_starting_masks, check_weights
+from lightning_synflow.pruning.distributed import is_sharded
 from lightning_synflow.pruning.finish import (
     generator_for,
     reinitialize,
@@ -22,7 +22,7 @@ from lightning_synflow.pruning.loop import IterationHook, ScoringData, run_loop,
 from lightning_synflow.pruning.schedule import Schedule, prune_count
 from lightning_synflow.pruning.scores import Batch, BatchLoss, LossFn
 from lightning_synflow.pruning.settings import DATA_METHODS, Method, PruningSettings, Scope
-from lightning_synflow.pruning.sharded import is_sharded, prune_sharded
+from lightning_synflow.pruning.sharded import prune_sharded
 from lightning_synflow.pruning.targets import select_prunable
 from lightning_synflow.pruning.workspace import ScoringWorkspace
 
@@ -162,17 +162,9 @@ def prune_with(
             zeroed, stay pruned and count toward the target (pruning further, e.g. a lottery round).
     """
     if is_sharded(model):  # FSDP2 (DTensor) shards: every rank prunes its own, with a distributed threshold
-        return prune_sharded(
-            model,
-            settings,
-            data.example_input,
-            progress=progress,
-            on_iteration=on_iteration,
-            batches=batches,
-            masks=masks,
-        )
+        return prune_sharded(model, settings, data, progress=progress, on_iteration=on_iteration, masks=masks)
     prunable = _validate_inputs(model, settings, data, batches)
-    start = None if masks is None else _starting_masks(prunable, settings, masks)
+    start = None if masks is None else check_starting_masks(prunable, settings, masks)
     floors = _floors(prunable, settings, start)
     owners = reinitialized_modules(model, list(prunable)) if settings.reinitialize else []
     final = run_loop(model, prunable, settings, data, progress, on_iteration, start, floors)
@@ -212,32 +204,6 @@ def _floors(
                 f"more than the {kept} that density {settings.density} keeps: lower the floors or the sparsity."
             )
     return floors
-
-
-def _starting_masks(
-    prunable: dict[str, nn.Parameter], settings: PruningSettings, masks: dict[str, torch.Tensor]
-) -> list[torch.Tensor]:
-    """The masks to start from, in ``prunable``'s order, checked to fit and to prune no more than the target."""
-    if set(masks) != set(prunable):
-        raise ValueError(
-            f"`masks` must have one mask per prunable parameter; missing {sorted(set(prunable) - set(masks))}, "
-            f"unknown {sorted(set(masks) - set(prunable))}."
-        )
-    check_masks(masks, prunable, "the prunable parameters")
-    start = [masks[name] for name in prunable]
-    pruned = [m.numel() - int(torch.count_nonzero(m)) for m in start]
-    if settings.scope == "global":
-        groups = [("all prunable weights", sum(pruned), sum(p.numel() for p in prunable.values()))]
-    else:
-        groups = [(repr(name), n, p.numel()) for (name, p), n in zip(prunable.items(), pruned)]
-    for what, already, numel in groups:
-        target = prune_count(settings.density, numel)
-        if already > target:
-            raise ValueError(
-                f"`masks` already prune {already} of {what} ({numel} entries), more than the {target} that density "
-                f"{settings.density} prunes; pruned entries never revive, so give a lower density."
-            )
-    return start
 
 
 def score(

@@ -1,12 +1,20 @@
-"""Checks shared by every pruning loop: finite weights, and scores that are all (or mostly) zero."""
+"""Checks shared by every pruning loop: finite weights, starting masks, and scores that are all (or mostly) zero.
+
+Each takes a :class:`~lightning_synflow.pruning.collective.Collective`: over a device mesh every rank
+passes its own shards, counts are summed over the ranks, every rank raises alike and rank 0 warns.
+"""
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
-from torch import nn
+
+from lightning_synflow.masks import check_masks
+from lightning_synflow.pruning.collective import LOCAL, Collective
+from lightning_synflow.pruning.schedule import prune_count
+from lightning_synflow.pruning.settings import PruningSettings
 
 #: Fraction of exactly-zero scores above which ``prune`` warns that masks among them are arbitrary.
 ZERO_SCORE_WARNING_FRACTION = 0.01
@@ -32,11 +40,48 @@ ALL_ZERO_CAUSES = {
 }
 
 
-def check_weights(prunable: dict[str, nn.Parameter]) -> None:
-    """Refuse prunable weights holding NaN or infinite values, naming the first such parameter."""
-    for name, param in prunable.items():
-        if not bool(torch.isfinite(param.detach()).all()):
+def check_weights(prunable: Mapping[str, torch.Tensor], collective: Collective = LOCAL) -> None:
+    """Refuse prunable weights holding NaN or infinite values, naming the first such parameter.
+
+    Args:
+        prunable: the prunable weights (this rank's shards of them) keyed by qualified name.
+        collective: the ranks holding the other shards.
+    """
+    flags = collective.sum([not bool(torch.isfinite(param.detach()).all()) for param in prunable.values()])
+    for name, bad in zip(prunable, flags):
+        if bad:
             raise ValueError(f"Parameter {name!r} holds NaN or infinite values; pruning needs finite weights.")
+
+
+def check_starting_masks(
+    prunable: Mapping[str, torch.Tensor], settings: PruningSettings, masks: Mapping[str, torch.Tensor]
+) -> list[torch.Tensor]:
+    """The masks to start from, in ``prunable``'s order, checked to fit and to prune no more than the target.
+
+    Raises:
+        ValueError: a mask is missing, unknown, not boolean or of another shape than its parameter, or
+            the masks already prune more than ``settings`` does (in all, or per tensor in local scope).
+    """
+    if set(masks) != set(prunable):
+        raise ValueError(
+            f"`masks` must have one mask per prunable parameter; missing {sorted(set(prunable) - set(masks))}, "
+            f"unknown {sorted(set(masks) - set(prunable))}."
+        )
+    check_masks(masks, prunable, "the prunable parameters")
+    start = [masks[name] for name in prunable]
+    pruned = [m.numel() - int(torch.count_nonzero(m)) for m in start]
+    if settings.scope == "global":
+        groups = [("all prunable weights", sum(pruned), sum(p.numel() for p in prunable.values()))]
+    else:
+        groups = [(repr(name), n, p.numel()) for (name, p), n in zip(prunable.items(), pruned)]
+    for what, already, numel in groups:
+        target = prune_count(settings.density, numel)
+        if already > target:
+            raise ValueError(
+                f"`masks` already prune {already} of {what} ({numel} entries), more than the {target} that density "
+                f"{settings.density} prunes; pruned entries never revive, so give a lower density."
+            )
+    return start
 
 
 #: Why BatchNorm in train mode can zero SynFlow scores.
@@ -53,10 +98,23 @@ def check_zero_scores(
     scores: Sequence[torch.Tensor],
     alive: Sequence[torch.Tensor],
     train_mode: bool = False,
+    collective: Collective = LOCAL,
 ) -> None:
-    """Refuse alive scores that are all zero (any mask would be arbitrary); for SynFlow, warn when many are."""
-    zeros = [int(torch.count_nonzero((s == 0) & a)) for s, a in zip(scores, alive)]  # no int64 copy, unlike sum
-    sizes = [int(torch.count_nonzero(a)) for a in alive]
+    """Refuse alive scores that are all zero (any mask would be arbitrary); for SynFlow, warn when many are.
+
+    Args:
+        method: the scoring method (a key of :data:`ALL_ZERO_CAUSES`).
+        names: the prunable weights' names.
+        scores: their scores (this rank's shards).
+        alive: masks (True = alive) matching ``scores``.
+        train_mode: whether BatchNorm layers scored in train mode (a cause worth naming).
+        collective: the ranks holding the other shards.
+    """
+    counts = collective.sum(
+        [int(torch.count_nonzero((s == 0) & a)) for s, a in zip(scores, alive)]  # no int64 copy, unlike sum
+        + [int(torch.count_nonzero(a)) for a in alive]
+    )
+    zeros, sizes = counts[: len(names)], counts[len(names) :]
     total = sum(sizes)
     hint = _TRAIN_MODE_CAUSE if train_mode and method == "synflow" else ""
     if sum(zeros) == total:
@@ -65,7 +123,7 @@ def check_zero_scores(
             f"Every {label} score is exactly zero, so no weight can be ranked above another: {cause}{hint}"
         )
     fraction = sum(zeros) / total
-    if method == "synflow" and fraction > ZERO_SCORE_WARNING_FRACTION:
+    if method == "synflow" and fraction > ZERO_SCORE_WARNING_FRACTION and collective.rank == 0:
         worst = sorted(zip(names, zeros, sizes), key=lambda item: -item[1] / max(item[2], 1))[:5]
         layers = ", ".join(f"{name} ({count / size:.0%})" for name, count, size in worst if count)
         warnings.warn(

@@ -11,6 +11,10 @@ Floors (``min_density``): a tensor may be given a room, the most entries it may 
 room loses exactly its room instead (its lowest-scored alive entries, ties by position), leaves the
 group, and the rest of the group is planned again for the remaining count, until no tensor exceeds
 its room. The group's total stays exactly the planned count.
+
+Over a device mesh (a :class:`~lightning_synflow.pruning.collective.Collective` of several ranks)
+each rank passes its own row shards of the group's tensors and every count is over all of them;
+position order inside a tensor is then rank order.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 import torch
 
+from lightning_synflow.pruning.collective import LOCAL, Collective
 from lightning_synflow.pruning.select import (
     Array,
     Backend,
@@ -50,7 +55,7 @@ class Cut:
     ties: int | None
     count: int
 
-    def picks(self, values: Sequence[Array], keep: Sequence[Array]) -> Iterator[Array]:
+    def picks(self, values: Sequence[Array], keep: Sequence[Array], collective: Collective = LOCAL) -> Iterator[Array]:
         """Per segment, the alive entries the cut removes (boolean arrays like ``values``).
 
         With a tie limit, the tied entries of every segment are counted first, all in one read (one
@@ -59,6 +64,7 @@ class Cut:
         Args:
             values: 1-D score arrays of one backend (numpy views or torch tensors).
             keep: boolean arrays (True = alive) matching ``values``.
+            collective: the ranks the cut was planned over (each passes its own segments).
         """
         if self.ties is None:
             for v, k in zip(values, keep):
@@ -66,30 +72,48 @@ class Cut:
             return
         backend = backend_of(values)
         tied_counts = backend.counts((v == self.threshold) & k for v, k in zip(values, keep))
-        remaining = self.ties
-        for v, k, tied_count in zip(values, keep, tied_counts):
+        quotas = tie_quotas(self.ties, collective.gather_counts(tied_counts), collective.rank)
+        for v, k, take, tied_count in zip(values, keep, quotas, tied_counts):
             pick = (v < self.threshold) & k
-            take = min(remaining, tied_count)
             if take:
                 tied = (v == self.threshold) & k
                 pick |= tied if take == tied_count else tied & (backend.cumsum(tied) <= take)
-                remaining -= take
             yield pick
 
-    def counts(self, values: Sequence[Array], keep: Sequence[Array]) -> list[int]:
-        """Per segment, how many alive entries the cut removes (arguments of :meth:`picks`), read together."""
-        return backend_of(values).counts(self.picks(values, keep))
+    def counts(self, values: Sequence[Array], keep: Sequence[Array], collective: Collective = LOCAL) -> list[int]:
+        """Per segment, how many alive entries the cut removes over every rank (arguments of :meth:`picks`)."""
+        return collective.sum(backend_of(values).counts(self.picks(values, keep, collective)))
 
 
-def _kth_alive(values: Sequence[Array], need: int, present_pruned: int) -> float:
+def tie_quotas(ties: int, tied: Sequence[Sequence[int]], rank: int) -> list[int]:
+    """How many of its tied entries each segment of ``rank`` gives up, when ``ties`` of them go in position order.
+
+    Position order is segment by segment and, inside a segment (a tensor sharded by rows), rank by rank.
+
+    Args:
+        ties: how many tied entries go in all.
+        tied: tied entries of each segment on each rank, ``[rank][segment]``.
+        rank: the rank asking.
+    """
+    remaining, mine = ties, []
+    for segment in range(len(tied[rank])):
+        for other, counts in enumerate(tied):
+            take = min(remaining, counts[segment])
+            remaining -= take
+            if other == rank:
+                mine.append(take)
+    return mine
+
+
+def _kth_alive(values: Sequence[Array], need: int, present_pruned: int, collective: Collective) -> float:
     """The ``need``-th smallest alive score, where ``values`` also hold ``present_pruned`` pruned zeros."""
-    negatives, zeros = negatives_and_zeros(values)
+    negatives, zeros = negatives_and_zeros(values, collective)
     alive_zeros = zeros - present_pruned
     if need <= negatives:
-        return kth_smallest(values, need)
+        return kth_smallest(values, need, None, collective)
     if need <= negatives + alive_zeros:
         return 0.0
-    return kth_smallest(values, need + present_pruned)
+    return kth_smallest(values, need + present_pruned, None, collective)
 
 
 def plan_cut(
@@ -102,6 +126,7 @@ def plan_cut(
     hidden_zeros: int = 0,
     backend: Backend[Any] | None = None,
     zeros_with_pruned: bool = True,
+    collective: Collective = LOCAL,
 ) -> Cut | None:
     """Decide the next pruning step over tensors sharing one threshold (None: prune nothing).
 
@@ -129,21 +154,23 @@ def plan_cut(
         zeros_with_pruned: rank the pruned entries as zeros among the alive ones at intermediate
             iterations (the reference's rule: alive entries scoring 0 leave with them); False ranks
             the alive entries only.
+        collective: the ranks planning the cut together, each with its own row shards of the group's
+            tensors; ``already``, ``n_prune``, ``cap`` and ``hidden_zeros`` are then over all of them.
     """
     need = n_prune - already
     present_pruned = already - hidden_zeros
-    n_alive = sum(s.numel() for s in scores) - present_pruned
+    n_alive = collective.sum([sum(s.numel() for s in scores)])[0] - present_pruned
     if n_alive <= 0 or n_prune < 1 or (need <= 0 and not (ties_together and zeros_with_pruned)):
         return None
     backend = backend or backend_for(scores)
     values, keep = backend.views(scores), backend.views(alive)
     if ties_together:
         if zeros_with_pruned:
-            threshold, at_most = kth_with_hidden_zeros(values, n_prune, hidden_zeros)
+            threshold, at_most = kth_with_hidden_zeros(values, n_prune, hidden_zeros, collective)
             count = at_most - (present_pruned if threshold >= 0 else 0)
         elif need < n_alive:
-            threshold = _kth_alive(values, need, present_pruned)
-            count = sum(backend.counts((v <= threshold) & k for v, k in zip(values, keep)))
+            threshold = _kth_alive(values, need, present_pruned, collective)
+            (count,) = collective.sum([sum(backend.counts((v <= threshold) & k for v, k in zip(values, keep)))])
         else:
             threshold, count = math.inf, n_alive
         if cap is None or already + count <= cap:
@@ -153,8 +180,8 @@ def plan_cut(
     if need >= n_alive:
         return Cut(math.inf, None, n_alive)
     # The need-th smallest alive score; pruned zeros that are present sit between negatives and positives.
-    threshold = _kth_alive(values, need, present_pruned)
-    below = sum(backend.counts((v < threshold) & k for v, k in zip(values, keep)))
+    threshold = _kth_alive(values, need, present_pruned, collective)
+    (below,) = collective.sum([sum(backend.counts((v < threshold) & k for v, k in zip(values, keep)))])
     return Cut(threshold, need - below, need)
 
 
@@ -169,6 +196,7 @@ def plan_cuts(
     room: Sequence[int] | None = None,
     zeros_with_pruned: bool = True,
     backend: Backend[Any] | None = None,
+    collective: Collective = LOCAL,
 ) -> list[tuple[list[int], Cut]]:
     """Plan the next pruning step over a group of tensors, each losing at most its ``room``.
 
@@ -189,6 +217,8 @@ def plan_cuts(
         room: the most entries each tensor may lose in this step (None: no limit).
         zeros_with_pruned: see :func:`plan_cut`.
         backend: the selection backend (default: chosen from the tensors' device).
+        collective: the ranks planning together (see :func:`plan_cut`); ``already``, ``hidden`` and
+            ``room`` are then over all of them.
 
     Returns:
         ``(tensors, cut)`` pairs: positions in the group of the tensors each cut is planned on (in
@@ -207,6 +237,7 @@ def plan_cuts(
             sum(hidden[i] for i in members),
             backend,
             zeros_with_pruned,
+            collective,
         )
 
     cut = plan(free, n_prune, False, cap)
@@ -215,7 +246,8 @@ def plan_cuts(
     backend = backend or backend_for(scores)
     fixed: list[int] = []
     while cut is not None:
-        counts = cut.counts(backend.views([scores[i] for i in free]), backend.views([alive[i] for i in free]))
+        views = backend.views([scores[i] for i in free]), backend.views([alive[i] for i in free])
+        counts = cut.counts(*views, collective)
         over = [i for i, count in zip(free, counts) if count > room[i]]
         if not over:
             break

@@ -54,19 +54,32 @@ def all_finite(tensors: Sequence[torch.Tensor]) -> bool:
     return all(bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all()) for t in tensors)
 
 
-def magnitude_scores(params: Sequence[nn.Parameter]) -> list[torch.Tensor]:
+def magnitude_scores(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """|theta| in :func:`score_dtype` (pruned entries are already 0)."""
     return [p.detach().to(score_dtype(p.dtype), copy=True).abs_() for p in params]
 
 
 def random_scores(
-    params: Sequence[nn.Parameter], alive: Sequence[torch.Tensor], generator: torch.Generator | None
+    params: Sequence[torch.Tensor],
+    alive: Sequence[torch.Tensor],
+    generator: torch.Generator | None,
+    rows: Sequence[slice] | None = None,
 ) -> list[torch.Tensor]:
-    """i.i.d. standard normal scores from ``generator`` (torch's global one if None); pruned entries 0."""
+    """i.i.d. standard normal scores from ``generator`` (torch's global one if None); pruned entries 0.
+
+    Args:
+        params: the prunable weights (their shapes).
+        alive: masks (True = alive) like the scores returned, on their device.
+        generator: the CPU generator drawing the noise.
+        rows: for a rank holding row shards, its rows of each weight: every tensor is drawn whole, as
+            a single process draws it, and only these rows kept.
+    """
     scores = []
-    for p, mask in zip(params, alive):
+    for i, (p, mask) in enumerate(zip(params, alive)):
         noise = torch.randn(p.shape, generator=generator, dtype=torch.float32)
-        scores.append(noise.to(p.device).masked_fill_(~mask, 0))
+        if rows is not None:
+            noise = noise[rows[i]]
+        scores.append(noise.to(mask.device).masked_fill_(~mask, 0))
     return scores
 
 
@@ -231,24 +244,14 @@ class SynFlowScorer:
             if found is None:  # not reached by backward: no flow through it
                 found = self.alive.collect(i, param.detach().zero_() if in_place else torch.zeros_like(param))
             done.append(found)
-        self._warn_unreached([name for name, found in zip(workspace.prunable, scores) if found is None])
+        unreached = [name for name, found in zip(workspace.prunable, scores) if found is None]
+        if unreached and not self._warned_unreached:
+            self._warned_unreached = True
+            warn_unreached(unreached, stacklevel=5)
         if all_finite(done):
             return done
         self._nan = any(bool(torch.isnan(s).any()) for s in done)
         return None
-
-    def _warn_unreached(self, names: list[str]) -> None:
-        """Say once which prunable weights backward never reached: they score 0 and go first."""
-        if names and not self._warned_unreached:
-            self._warned_unreached = True
-            warnings.warn(
-                f"No gradient reached {names[:5]}{' and others' if len(names) > 5 else ''} in the SynFlow pass, so "
-                "they score 0 and are pruned first (a whole layer may be emptied). Causes: the layer is not used "
-                "in forward, or runs under torch.no_grad() or a reentrant activation checkpoint "
-                "(use_reentrant=True). Exclude it with `exclude`, or use a non-reentrant checkpoint.",
-                UserWarning,
-                stacklevel=5,
-            )
 
     @torch.no_grad()
     def _rescale_layers(self) -> None:
@@ -295,6 +298,18 @@ class SynFlowScorer:
             "weight divided by its norm once a row is pruned), not from overflow. Leave such layers out of the "
             "prunable set (`exclude`) or use another method."
         )
+
+
+def warn_unreached(names: list[str], stacklevel: int) -> None:
+    """Say which prunable weights the SynFlow backward pass never reached: they score 0 and go first."""
+    warnings.warn(
+        f"No gradient reached {names[:5]}{' and others' if len(names) > 5 else ''} in the SynFlow pass, so "
+        "they score 0 and are pruned first (a whole layer may be emptied). Causes: the layer is not used "
+        "in forward, or runs under torch.no_grad() or a reentrant activation checkpoint "
+        "(use_reentrant=True). Exclude it with `exclude`, or use a non-reentrant checkpoint.",
+        UserWarning,
+        stacklevel=stacklevel,
+    )
 
 
 @contextmanager

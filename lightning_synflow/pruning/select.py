@@ -9,6 +9,11 @@ back in one transfer for all segments together (each read is a host-device synch
 sample positions stay on the device, and it never runs ``kthvalue`` (one thread block per slice on
 CUDA) on more than a small band: a large band is bracketed again. :func:`selection_backend` forces a
 backend, so that the torch path can be checked on CPU tensors.
+
+Every count and band goes through a :class:`~lightning_synflow.pruning.collective.Collective`: in a
+single process (:data:`~lightning_synflow.pruning.collective.LOCAL`) that does nothing; over a device
+mesh each rank selects among its own values, counts are summed over the ranks and only the sample and
+a small band are gathered, so no rank ever holds every value.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from typing import Any, Generic, TypeVar, Union
 
 import numpy as np
 import torch
+
+from lightning_synflow.pruning.collective import LOCAL, Collective
 
 Array = Union[np.ndarray, torch.Tensor]
 #: The array kind of one backend.
@@ -70,10 +77,14 @@ class Backend(ABC, Generic[A]):
 
     @abstractmethod
     def sample(self, segments: Sequence[A], count: int) -> A:
-        """Sorted values at ``count`` random positions of the concatenation of ``segments``.
+        """Values at ``count`` random positions of the concatenation of ``segments`` (at least one value).
 
         The positions depend only on the segments' lengths, so iterations over the same view reuse them.
         """
+
+    @abstractmethod
+    def sort(self, values: A) -> A:
+        """``values`` in increasing order."""
 
     @abstractmethod
     def bracket(self, segments: Sequence[A], sample: A, low: int, high: int) -> tuple[float, float, int, A]:
@@ -107,7 +118,10 @@ class _Numpy(Backend[np.ndarray]):
 
     def sample(self, segments: Sequence[np.ndarray], count: int) -> np.ndarray:
         local = _sample_positions(tuple(len(s) for s in segments), count)
-        return np.sort(np.concatenate([s[p] for s, p in zip(segments, local)]))
+        return np.concatenate([s[p] for s, p in zip(segments, local)])
+
+    def sort(self, values: np.ndarray) -> np.ndarray:
+        return np.sort(values)
 
     def bracket(
         self, segments: Sequence[np.ndarray], sample: np.ndarray, low: int, high: int
@@ -158,7 +172,10 @@ class _Torch(Backend[torch.Tensor]):
         else:
             local = _device_positions(tuple(len(s) for s in segments), count, segments[0].device)
             taken = torch.cat([s[p] for s, p in zip(segments, local)])
-        return taken.sort().values
+        return taken
+
+    def sort(self, values: torch.Tensor) -> torch.Tensor:
+        return values.sort().values
 
     def bracket(
         self, segments: Sequence[torch.Tensor], sample: torch.Tensor, low: int, high: int
@@ -241,90 +258,116 @@ def _device_positions(sizes: tuple[int, ...], count: int, device: torch.device) 
     return tuple(torch.from_numpy(p).to(device) for p in _sample_positions(sizes, count))
 
 
-def kth_and_count(segments: Sequence[Array], k: int, samples: int | None = None) -> tuple[float, int]:
+def kth_and_count(
+    segments: Sequence[Array], k: int, samples: int | None = None, collective: Collective = LOCAL
+) -> tuple[float, int]:
     """The k-th smallest value of the concatenation of ``segments``, and how many values are at or below it.
 
     Args:
         segments: 1-D arrays of one backend (see :func:`kth_smallest`).
         k: rank, ``1 <= k <= total length``.
-        samples: sample size for the bracket (default :data:`SAMPLES`).
+        samples: sample size for the bracket (default the collective's, else :data:`SAMPLES`).
+        collective: the ranks whose segments are selected among together (each passes its own).
 
     Raises:
         ValueError: if ``k`` is out of range.
     """
-    n = sum(len(s) for s in segments)
+    (n,) = collective.sum([sum(len(s) for s in segments)])
     if not 1 <= k <= n:
         raise ValueError(f"k={k} is outside 1..{n}")
     backend = backend_of(segments)
-    samples = samples or SAMPLES
+    samples = samples or collective.samples or SAMPLES
     while n > 4 * samples:
-        found = _bracketed(backend, segments, n, k, samples)
+        found = _bracketed(backend, segments, n, k, samples, collective)
         if found is not None:
             return found
         samples *= 4  # the bracket missed (rare): a larger sample brackets tighter
-    return backend.kth_exact(backend.concat(segments), k)
+    return backend.kth_exact(collective.gather(backend.concat(segments)), k)
 
 
-def _bracketed(backend: Backend[A], segments: Sequence[A], n: int, k: int, samples: int) -> tuple[float, int] | None:
+def _bracketed(
+    backend: Backend[A], segments: Sequence[A], n: int, k: int, samples: int, collective: Collective
+) -> tuple[float, int] | None:
     """:func:`kth_and_count` by one bracket from a sample of ``samples`` values; None if the bracket misses."""
-    sample = backend.sample(segments, samples)
-    q = k / n
-    spread = SIGMAS * math.sqrt(samples * q * (1 - q)) + 2
-    low, high = max(math.floor(q * samples - spread), 0), min(math.ceil(q * samples + spread), samples - 1)
+    sample = _sample(backend, segments, n, samples, collective)
+    q, drawn = k / n, len(sample)
+    spread = SIGMAS * math.sqrt(drawn * q * (1 - q)) + 2
+    low, high = max(math.floor(q * drawn - spread), 0), min(math.ceil(q * drawn + spread), drawn - 1)
     lo, _, at_most_lo, band = backend.bracket(segments, sample, low, high)
+    at_most_lo, band_size = collective.sum([at_most_lo, len(band)])
     if k <= at_most_lo:  # the k-th is lo itself if fewer than k values are below it
-        if sum(backend.counts(s < lo for s in segments)) < k:
+        if collective.sum([sum(backend.counts(s < lo for s in segments))])[0] < k:
             return lo, at_most_lo
         return None
-    if k - at_most_lo > len(band):
+    if k - at_most_lo > band_size:
         return None
-    if backend.rebracket and len(band) > 4 * samples:
-        value, count = kth_and_count([band], k - at_most_lo, samples)
+    # Several ranks gather the band on each of them, so a large one is bracketed again whatever the backend.
+    if (backend.rebracket or collective.size > 1) and band_size > 4 * samples:
+        value, count = kth_and_count([band], k - at_most_lo, samples, collective)
     else:
-        value, count = backend.kth_exact(band, k - at_most_lo)
+        value, count = backend.kth_exact(collective.gather(band), k - at_most_lo)
     return value, at_most_lo + count
 
 
-def kth_smallest(segments: Sequence[Array], k: int, samples: int | None = None) -> float:
+def _sample(backend: Backend[A], segments: Sequence[A], n: int, count: int, collective: Collective) -> A:
+    """About ``count`` values drawn uniformly from every rank's segments (``n`` values in all), sorted.
+
+    Each rank draws its share, in proportion to its values, and the draws are gathered.
+    """
+    mine = sum(len(s) for s in segments)
+    share = -(-count * mine // n)  # count itself in a single process
+    drawn = backend.sample(segments, share) if share else segments[0][:0]
+    return backend.sort(collective.gather(drawn))
+
+
+def kth_smallest(
+    segments: Sequence[Array], k: int, samples: int | None = None, collective: Collective = LOCAL
+) -> float:
     """The exact k-th smallest (1-based) value of the concatenation of ``segments``, without building it.
 
     A random sample brackets the answer; one chunked pass counts the values at or below the bracket
-    and keeps those inside it, and an exact selection runs on that small band (on the torch backend a
-    band larger than ``4 * samples`` is bracketed again). A bracket that misses (rare) is retried with
-    a four times larger sample; small data goes to exact selection directly.
+    and keeps those inside it, and an exact selection runs on that small band (on the torch backend,
+    or over several ranks, a band larger than ``4 * samples`` is bracketed again). A bracket that
+    misses (rare) is retried with a four times larger sample; small data goes to exact selection
+    directly.
 
     Args:
         segments: 1-D numpy arrays (the :data:`NUMPY` backend, used for CPU tensors) or 1-D torch
             tensors (the :data:`TORCH` backend), all of one kind.
-        k: rank, ``1 <= k <= total length``.
-        samples: sample size for the bracket (default :data:`SAMPLES`).
+        k: rank, ``1 <= k <= total length`` (over every rank's segments).
+        samples: sample size for the bracket (default the collective's, else :data:`SAMPLES`).
+        collective: the ranks whose segments are selected among together (each passes its own).
     """
-    return kth_and_count(segments, k, samples)[0]
+    return kth_and_count(segments, k, samples, collective)[0]
 
 
-def negatives_and_zeros(values: Sequence[Array]) -> tuple[int, int]:
+def negatives_and_zeros(values: Sequence[Array], collective: Collective = LOCAL) -> tuple[int, int]:
     """How many of ``values`` (arrays of one backend) are below zero and how many are exactly zero, read together."""
     backend = backend_of(values)
     found = backend.counts(chain((v < 0 for v in values), (v == 0 for v in values)))  # one mask at a time
-    return sum(found[: len(values)]), sum(found[len(values) :])
+    negatives, zeros = collective.sum([sum(found[: len(values)]), sum(found[len(values) :])])
+    return negatives, zeros
 
 
-def kth_with_hidden_zeros(values: Sequence[Array], k: int, hidden_zeros: int) -> tuple[float, int]:
+def kth_with_hidden_zeros(
+    values: Sequence[Array], k: int, hidden_zeros: int, collective: Collective = LOCAL
+) -> tuple[float, int]:
     """The k-th smallest of ``values`` and ``hidden_zeros`` extra zeros; also how many ``values`` are at or below it.
 
     Args:
         values: 1-D arrays of one backend.
         k: rank over ``values`` and the hidden zeros together.
         hidden_zeros: how many zeros ``values`` leaves out.
+        collective: the ranks whose values are selected among together (counts are over all of them).
     """
     if hidden_zeros == 0:
-        return kth_and_count(values, k)
-    negatives, zeros = negatives_and_zeros(values)
+        return kth_and_count(values, k, None, collective)
+    negatives, zeros = negatives_and_zeros(values, collective)
     if k <= negatives:
-        return kth_and_count(values, k)
+        return kth_and_count(values, k, None, collective)
     if k <= negatives + hidden_zeros + zeros:
         return 0.0, negatives + zeros
-    return kth_and_count(values, k - hidden_zeros)
+    return kth_and_count(values, k - hidden_zeros, None, collective)
 
 
 def keep_above(keep: np.ndarray, values: np.ndarray, threshold: float) -> int:

@@ -31,11 +31,18 @@ class ScoringWorkspace:
     with batch statistics; its running statistics and ``num_batches_tracked``, which a forward pass
     in train mode updates, are copied back afterwards, so they too come back exactly.
 
+    Where the model's own tensors are not what its forward reads (FSDP2 shards), a subclass makes the
+    changes in place instead, from backups: it overrides :meth:`working` and the few methods that hold,
+    swap and put back the originals.
+
     Args:
         model: the network being pruned.
         prunable: its prunable parameters, keyed by qualified name.
         train_mode: score with BatchNorm layers in train mode.
     """
+
+    #: Whether parameters that are not prunable stop requiring gradients while scoring.
+    freezes_others = True
 
     def __init__(self, model: nn.Module, prunable: dict[str, nn.Parameter], train_mode: bool = False) -> None:
         self.model = model
@@ -56,13 +63,29 @@ class ScoringWorkspace:
             module.train()
         for param in model.parameters():
             param.grad = None
-            param.requires_grad_(id(param) in self._prunable_ids)
+            if id(param) in self._prunable_ids:
+                param.requires_grad_(True)
+            elif self.freezes_others:
+                param.requires_grad_(False)
         for param in prunable.values():
-            self._swap(param, param.detach().clone(memory_format=torch.contiguous_format))
+            self._hold(param)
+
+    def working(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The values of ``tensor`` that scoring reads and changes (its working copy once swapped)."""
+        return tensor.data
+
+    def _hold(self, param: torch.Tensor) -> None:
+        """Give prunable ``param`` a working copy in row-major layout, the original kept aside."""
+        self._swap(param, param.detach().clone(memory_format=torch.contiguous_format))
 
     def _swap(self, tensor: torch.Tensor, working: torch.Tensor) -> None:
+        """Make ``working`` the values of ``tensor``, the original kept aside (once)."""
         self._originals.setdefault(tensor, tensor.data)
         tensor.data = working
+
+    def _put_back(self, tensor: torch.Tensor, original: torch.Tensor) -> None:
+        """Make ``original`` the values of ``tensor`` again."""
+        tensor.data = original
 
     def _float_tensors(self) -> list[torch.Tensor]:
         seen: set[int] = set()
@@ -80,9 +103,9 @@ class ScoringWorkspace:
             return
         for tensor in self._float_tensors():
             if id(tensor) in self._prunable_ids:
-                tensor.data.abs_()
+                self.working(tensor).abs_()
             else:
-                self._swap(tensor, tensor.data.abs())
+                self._swap(tensor, self.working(tensor).abs())
         self.linearized = True
 
     @torch.no_grad()
@@ -90,13 +113,13 @@ class ScoringWorkspace:
         """Use ``dtype`` for every floating-point parameter and buffer (exact when widening)."""
         for tensor in self._float_tensors():
             if tensor.dtype != dtype:
-                self._swap(tensor, tensor.data.to(dtype))
+                self._swap(tensor, self.working(tensor).to(dtype))
 
     @torch.no_grad()
     def rescale(self, name: str, factor: float) -> None:
         """Multiply the working copy of prunable weight ``name`` by ``factor`` (a power of two) from now on."""
         self.scales[name] = self.scales.get(name, 1.0) * factor
-        self.prunable[name].data.mul_(factor)
+        self.working(self.prunable[name]).mul_(factor)
 
     def overwritten(self) -> None:
         """Record that the working copies of the prunable weights now hold something else."""
@@ -108,7 +131,7 @@ class ScoringWorkspace:
         if not self._stale:
             return
         for (name, param), mask in zip(self.prunable.items(), masks):
-            working, original = param.data, self._originals[param]
+            working, original = self.working(param), self._originals[param]
             if self.linearized and working.dtype == original.dtype:
                 torch.abs(original, out=working)
             else:
@@ -129,7 +152,7 @@ class ScoringWorkspace:
         if self._stale:
             return
         for name, where in pruned.items():
-            flat = self.prunable[name].data.view(-1)
+            flat = self.working(self.prunable[name]).view(-1)
             if where.dtype == torch.bool:
                 flat.mul_(where.view(torch.uint8))
             elif where.numel():
@@ -139,7 +162,7 @@ class ScoringWorkspace:
     def restore(self) -> None:
         """Undo every change: the model's own tensors, modes, gradients and BatchNorm statistics come back."""
         for tensor, original in self._originals.items():
-            tensor.data = original
+            self._put_back(tensor, original)
         self._originals.clear()
         for buffer, saved in self._statistics.items():
             buffer.copy_(saved)
