@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import copy
 import numbers
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from typing import Any
 
@@ -19,6 +19,7 @@ from torch import nn
 
 from lightning_synflow.pruning.option import declares_options, option
 from lightning_synflow.pruning.schedule import schedule_densities
+from lightning_synflow.pruning.settings import PruningSettings
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,28 @@ class RoundSchedule:
     def due(self, density: Fraction, done: int, epoch: int) -> list[Round]:
         """The rounds after the first ``done`` whose epoch has come by the start of ``epoch``."""
         return [r for r in self.rounds(density)[done:] if r.epoch <= epoch]
+
+    def check_floors(self, settings: PruningSettings, sizes: Mapping[str, int]) -> None:
+        """Refuse ``min_density`` floors that some round cannot hold, before the first round runs.
+
+        Args:
+            settings: the settings every round prunes with (the final density in ``settings.density``).
+            sizes: number of entries of each prunable tensor, keyed by its name.
+
+        Raises:
+            ValueError: a ``min_density`` glob matches no prunable tensor, or the floors keep more weights
+                than a round's density does; the message names the round and what to do.
+        """
+        for step in self.rounds(settings.density):
+            try:
+                replace(settings, density=step.density).reachable_floors(sizes)
+            except ValueError as error:
+                if self.last_epoch == 0:  # pruning once at fit start: no round to name
+                    raise
+                raise ValueError(
+                    f"round {step.index} of {self.levels}, at the start of epoch {step.epoch}, prunes to density "
+                    f"{step.density}: {error}"
+                ) from error
 
     def describe(self) -> dict[str, str]:
         """Readable values, for messages."""

@@ -113,7 +113,7 @@ class SynFlowPruning(Callback):
             and every module's mode come back as they were.
         min_density: a floor on the density of prunable tensors: one float for all, or a mapping from name glob
             to float, e.g. ``{"*shortcut*": 0.2}``. Floors hold exactly at every iteration and the total count
-            stays exact; floors that cannot all hold at the target density are refused at fit start.
+            stays exact; floors that cannot all hold at some round's density are refused at fit start.
 
     Raises:
         MisconfigurationException: an argument outside its allowed values.
@@ -358,6 +358,7 @@ class SynFlowPruning(Callback):
 
     def _start(self, trainer: Trainer, pl_module: LightningModule, rewind: Optional[RewindPoint] = None) -> None:
         """A fresh schedule: capture the fit-start state if rounds rewind, and prune now if ``prune_epoch=0``."""
+        self._check_floors(pl_module)
         self._lifecycle = SavedMasks(None, self._settings, self._schedule, done=0)
         self._packed = None
         if self._schedule.rewinds:
@@ -446,10 +447,25 @@ class SynFlowPruning(Callback):
         self._follow(saved)
 
     def _prunable_names(self, pl_module: LightningModule) -> list[str]:
+        return list(self._prunable(pl_module))
+
+    def _prunable(self, pl_module: LightningModule) -> dict[str, torch.nn.Parameter]:
         try:
-            return list(select_prunable(pl_module, self._settings.parameters, self._settings.exclude))
+            return select_prunable(pl_module, self._settings.parameters, self._settings.exclude)
         except (TypeError, ValueError) as error:
             raise MisconfigurationException(f"SynFlowPruning: {error}") from error
+
+    def _check_floors(self, pl_module: LightningModule) -> None:
+        """Refuse ``min_density`` floors that some round cannot hold: at fit start, before any epoch trains."""
+        if self._settings.min_density is None:
+            return
+        sizes = {name: param.numel() for name, param in self._prunable(pl_module).items()}
+        rounds = self._schedule
+        try:
+            rounds.check_floors(self._settings, sizes)
+        except ValueError as error:
+            called = "" if rounds.last_epoch == 0 else f"(prune_epoch={rounds.prune_epoch}, levels={rounds.levels})"
+            raise MisconfigurationException(f"SynFlowPruning{called}: {error}") from error
 
     def _prune(
         self,
