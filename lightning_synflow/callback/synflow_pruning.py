@@ -63,8 +63,9 @@ class SynFlowPruning(Callback):
     are pruned to density ``d ** (l / L)`` (already-pruned weights stay pruned and count toward the exact
     target; the last round reaches ``d`` exactly), then every parameter and buffer (BatchNorm statistics
     too) goes back to its fit-start value, pruned entries zero, and the optimizers and LR schedulers to
-    their fit-start state. Training then continues to ``max_epochs``, so the final sparse network trains
-    from its initial weights. Until the first round ``masks`` is None and nothing is masked. With
+    their fit-start state (a parameter group added since, e.g. by a finetuning callback, stays with its
+    hyperparameters and an empty state). Training then continues to ``max_epochs``, so the final sparse network
+    trains from its initial weights. Until the first round ``masks`` is None and nothing is masked. With
     ``levels > 1`` checkpoints written before the last round also hold the fit-start state (a CPU copy of
     the module's ``state_dict`` and the optimizers' and schedulers' initial state, usually empty for the
     optimizers): about one more copy of the weights, so a run resumed between rounds continues the same
