@@ -26,7 +26,7 @@ from lightning_synflow.callback.sharded import (
     is_model_parallel,
 )
 from lightning_synflow.callback.state import SavedMasks, differences, pack_state, reprune_start, unpack_state
-from lightning_synflow.callback.thin import ResizeOnLoad, shrink_in_place
+from lightning_synflow.callback.thin import ResizeOnLoad, ShrinkAfterPruning
 from lightning_synflow.callback.upkeep import MaskUpkeep
 from lightning_synflow.pruning.settings import PruningSettings
 from lightning_synflow.pruning.targets import select_prunable
@@ -95,8 +95,8 @@ class SynFlowPruning(Callback):
             to the final density; ``keep`` keeps the checkpoint's masks and continues its own remaining rounds.
         shrink: after pruning, replace the module's layers by thinner ones without the channels that carry no
             flow (``lightning_synflow.shrink``), rebuild the optimizers and LR schedulers, and train the thin
-            network (single device only; only with ``prune_epoch=0`` and ``levels=1``). Checkpoints hold the thin
-            layers; resuming rebuilds them.
+            network (single device only; only with ``prune_epoch=0`` and ``levels=1``). A model shrink cannot follow
+            is refused before pruning. Checkpoints hold the thin layers; resuming rebuilds them.
         verbose: print the per-layer sparsity table on rank 0 after pruning.
         progress: show a progress bar while scoring (rank 0 only); None follows the Trainer's
             ``enable_progress_bar``.
@@ -275,20 +275,25 @@ class SynFlowPruning(Callback):
         if self._resize is not None:
             self._resize.remove()
             self._resize = None
+        # With shrink=True a model shrink cannot follow is refused here, before anything changes; a module this
+        # instance already pruned is as thin as it gets.
+        shrinking: Optional[ShrinkAfterPruning] = None
+        if self._options.shrink and not resized and pl_module not in self._known:
+            example = example_input(pl_module, self._options)
+            shrinking = ShrinkAfterPruning(pl_module, self._prunable(pl_module), example)
         if saved is not None:
             self._resume(trainer, pl_module, saved)
         elif pl_module in self._known:
             # Another fit of a module this instance already pruned: its own masks, never re-scored, and the rest
             # of its rounds (if any) at the new fit's epochs.
             self._follow(self._known[pl_module])
-            resized = True  # and, with shrink=True, already as thin as it gets
         else:
             self._start(trainer, pl_module)
         if self.masks is None:
             self._detach()  # nothing to keep in force before the first round
         else:
-            if self._options.shrink and not resized:
-                self._shrink(trainer, pl_module)
+            if shrinking is not None:
+                self._shrink(trainer, pl_module, shrinking)
             self._attach(trainer, pl_module)
         self._remember(pl_module)
 
@@ -510,18 +515,13 @@ class SynFlowPruning(Callback):
         if isinstance(here, Pruned):
             self._report(trainer, masks, here)
 
-    def _shrink(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def _shrink(self, trainer: Trainer, pl_module: LightningModule, shrinking: ShrinkAfterPruning) -> None:
         assert self.masks is not None
-        example = example_input(pl_module, self._options)
-        if example is None:
-            raise MisconfigurationException(
-                "SynFlowPruning(shrink=True) follows the model's graph with an example input: set the "
-                "LightningModule's `example_input_array`, or pass `input_shape`."
-            )
         try:
-            self.masks, metrics = shrink_in_place(trainer, pl_module, self.masks, example)
-        except ValueError as error:
-            raise MisconfigurationException(f"SynFlowPruning(shrink=True) cannot shrink this model: {error}") from error
+            self.masks, metrics = shrinking.shrink(trainer, pl_module, self.masks)
+        except MisconfigurationException:
+            self._lifecycle = SavedMasks(None, self._settings, self._schedule, done=0)  # the weights are back
+            raise
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
