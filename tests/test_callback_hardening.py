@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from lightning.pytorch import LightningModule
+from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.callbacks import BaseFinetuning, ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -83,6 +83,78 @@ def test_parameter_group_added_by_base_finetuning_stays_masked_with_zero_state()
     assert int((~mask).sum()) > 0
     state = optimizer.state[first]
     assert bool((state["exp_avg"][~mask] == 0).all()) and bool((state["exp_avg_sq"][~mask] == 0).all())
+
+
+class ThreeLayersHalvingLR(ThreeLayers):
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=0.05)
+        return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.5)}
+
+
+class UnfreezeFirstLayerAtLowerLR(BaseFinetuning):
+    def freeze_before_training(self, pl_module):
+        self.freeze(pl_module.net[0])
+
+    def finetune_function(self, pl_module, current_epoch, optimizer):
+        if current_epoch == 1:
+            self.unfreeze_and_add_param_group(pl_module.net[0], optimizer, lr=0.02, initial_denom_lr=1.0)
+
+
+class OptimizerAtEpochStart(Callback):
+    """Each epoch's optimizer as this callback sees it at the epoch's start: learning rates and which parameters
+    have state; after every step, that the pruned weights are exactly zero."""
+
+    def __init__(self, pruning):
+        self.pruning = pruning
+        self.seen = {}
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        (optimizer,) = trainer.optimizers
+        names = {id(p): n for n, p in pl_module.named_parameters()}
+        self.seen[trainer.current_epoch] = {
+            "lr": [group["lr"] for group in optimizer.param_groups],
+            "groups": [[names[id(p)] for p in group["params"]] for group in optimizer.param_groups],
+            "with_state": sorted(names[id(p)] for p, state in optimizer.state.items() if state),
+            "weights": {n: p.detach().clone() for n, p in pl_module.named_parameters()},
+            "masks": None if self.pruning.masks is None else {n: m.clone() for n, m in self.pruning.masks.items()},
+        }
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.pruning.masks is not None:
+            _assert_pruned_zero(pl_module, self.pruning.masks)
+
+
+def test_lottery_rounds_keep_a_group_base_finetuning_added_and_reset_only_its_state():
+    torch.manual_seed(0)
+    model, pruning = ThreeLayersHalvingLR(), _quiet(sparsity=0.9, method="magnitude", prune_epoch=1, levels=2)
+    initial = {n: p.detach().clone() for n, p in model.named_parameters()}
+    before, after = OptimizerAtEpochStart(pruning), OptimizerAtEpochStart(pruning)
+    trainer = quiet_trainer(callbacks=[UnfreezeFirstLayerAtLowerLR(), before, pruning, after], max_epochs=3)
+    trainer.fit(model)
+    assert trainer.global_step == 24
+    added = ["net.0.weight", "net.0.bias"]
+    # Epoch 1: the group is added (lr 0.02), then round 1 prunes and rewinds. Epoch 2: round 2, after a step of
+    # the LR schedule has halved every group's learning rate and the added group has trained one epoch.
+    assert before.seen[1]["groups"][1] == added and before.seen[1]["lr"] == pytest.approx([0.025, 0.02])
+    assert before.seen[2]["lr"] == pytest.approx([0.025, 0.01]) and set(added) <= set(before.seen[2]["with_state"])
+    for epoch in (1, 2):
+        seen = after.seen[epoch]
+        # the fit-start group rewound (its learning rate and its state, empty at fit start); the added group kept,
+        # with its learning rate as it was, and without state
+        assert seen["groups"][1] == added and seen["lr"] == pytest.approx([0.05, before.seen[epoch]["lr"][1]])
+        assert seen["with_state"] == []
+        masks = seen["masks"]
+        for name, value in seen["weights"].items():  # every weight back at fit start, pruned entries zero
+            assert torch.equal(value, initial[name] * masks[name] if name in masks else initial[name]), name
+    masks = after.seen[2]["masks"]
+    assert all(torch.equal(masks[n], pruning.masks[n]) for n in masks)  # kept through the last epoch
+    assert all(bool((m <= after.seen[1]["masks"][n]).all()) for n, m in masks.items())  # none revived
+    total = sum(m.numel() for m in masks.values())
+    assert sum(int(m.sum()) for m in masks.values()) == total - int(0.9 * total)
+    _assert_pruned_zero(model, pruning.masks)
+    (optimizer,) = trainer.optimizers
+    state, mask = optimizer.state[model.net[0].weight], pruning.masks["net.0.weight"]
+    assert int((~mask).sum()) > 0 and bool((state["exp_avg"][~mask] == 0).all())
 
 
 def test_hand_written_add_param_group_in_a_hook_stays_masked():

@@ -158,6 +158,39 @@ def test_rounds_beyond_max_epochs_warn_at_setup():
     assert pruning.masks is not None and pruning.levels == 2  # the first round ran
 
 
+class TrainingSteps(Callback):
+    """Counts the training batches that started."""
+
+    def __init__(self):
+        self.steps = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.steps += 1
+
+
+@pytest.mark.parametrize(
+    "prune_epoch, levels, failing",
+    [
+        (2, 1, r"\(prune_epoch=2, levels=1\): round 1 of 1, at the start of epoch 2, prunes to density 1/10"),
+        (2, 3, r"\(prune_epoch=2, levels=3\): round 3 of 3, at the start of epoch 6, prunes to density 1/10"),
+    ],
+)
+def test_floors_a_later_round_cannot_hold_are_refused_before_the_first_epoch(prune_epoch, levels, failing):
+    # 240 prunable weights, 24 kept at density 1/10; the floor keeps ceil(0.6 * 48) = 29 of net.3.weight. With
+    # levels=3 the first two rounds (111 and 51 kept) could hold it: only the last cannot, 6 epochs in.
+    pruning = SynFlowPruning(
+        compression=10, method="magnitude", prune_epoch=prune_epoch, levels=levels, min_density={"net.3.*": 0.6}, **FAST
+    )
+    model, steps = BatchNormNet(), TrainingSteps()
+    initial = _state(model)
+    trainer = quiet_trainer(callbacks=[pruning, steps], max_epochs=8)
+    with pytest.raises(MisconfigurationException, match=failing + r": `min_density` floors keep at least 29 .* lower"):
+        trainer.fit(model)
+    assert steps.steps == 0 and trainer.global_step == 0 and trainer.current_epoch == 0
+    assert pruning.masks is None
+    assert all(torch.equal(value, initial[name]) for name, value in model.state_dict().items())
+
+
 # -- prune_epoch: train dense, prune the trained weights, no rewind ---------------------------------------------
 
 

@@ -90,3 +90,32 @@ def test_shrink_is_refused_under_ddp():
     trainer.strategy.__class__ = DDPStrategy
     with pytest.raises(MisconfigurationException, match="single-device"):
         pruning.setup(trainer, Wide(), "fit")
+
+
+def test_masks_shrink_cannot_follow_are_refused_with_the_model_as_it_was():
+    # A forward hook on a layer is refused only once that layer loses channels, i.e. after pruning: the
+    # weights as they were before pruning come back.
+    torch.manual_seed(0)
+    model = Wide()
+    model.net[0].register_forward_hook(lambda module, inputs, output: None)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    pruning = _shrinking()
+    trainer = quiet_trainer(callbacks=[pruning])
+    with pytest.raises(
+        MisconfigurationException, match=r"cannot shrink this model: .*'net.0'.*forward hooks.*shrink=False"
+    ):
+        trainer.fit(model)
+    assert pruning.masks is None and trainer.global_step == 0
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items())
+    assert all(bool((value != 0).all()) for value in after.values())  # nothing left pruned
+
+
+def test_shrink_without_an_example_input_is_refused_before_pruning():
+    model = Wide()
+    model.example_input_array = None
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    pruning = _shrinking(method="magnitude")
+    with pytest.raises(MisconfigurationException, match="example_input_array.*input_shape"):
+        quiet_trainer(callbacks=[pruning]).fit(model)
+    assert pruning.masks is None and all(torch.equal(model.state_dict()[k], v) for k, v in before.items())

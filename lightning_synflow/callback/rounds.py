@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import copy
 import numbers
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from typing import Any
 
@@ -19,6 +19,7 @@ from torch import nn
 
 from lightning_synflow.pruning.option import declares_options, option
 from lightning_synflow.pruning.schedule import schedule_densities
+from lightning_synflow.pruning.settings import PruningSettings
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,28 @@ class RoundSchedule:
         """The rounds after the first ``done`` whose epoch has come by the start of ``epoch``."""
         return [r for r in self.rounds(density)[done:] if r.epoch <= epoch]
 
+    def check_floors(self, settings: PruningSettings, sizes: Mapping[str, int]) -> None:
+        """Refuse ``min_density`` floors that some round cannot hold, before the first round runs.
+
+        Args:
+            settings: the settings every round prunes with (the final density in ``settings.density``).
+            sizes: number of entries of each prunable tensor, keyed by its name.
+
+        Raises:
+            ValueError: a ``min_density`` glob matches no prunable tensor, or the floors keep more weights
+                than a round's density does; the message names the round and what to do.
+        """
+        for step in self.rounds(settings.density):
+            try:
+                replace(settings, density=step.density).reachable_floors(sizes)
+            except ValueError as error:
+                if self.last_epoch == 0:  # pruning once at fit start: no round to name
+                    raise
+                raise ValueError(
+                    f"round {step.index} of {self.levels}, at the start of epoch {step.epoch}, prunes to density "
+                    f"{step.density}: {error}"
+                ) from error
+
     def describe(self) -> dict[str, str]:
         """Readable values, for messages."""
         return {key: repr(value) for key, value in asdict(self).items()}
@@ -106,6 +129,11 @@ class RoundSchedule:
 @dataclass
 class RewindPoint:
     """The fit-start state a lottery round rewinds to.
+
+    What existed at fit start goes back to its fit-start state: every parameter and buffer, and each
+    optimizer's fit-start parameter groups (hyperparameters and state). Parameter groups added to an
+    optimizer after fit start (a finetuning callback unfreezing a backbone) stay, with their
+    hyperparameters as they are, and restart with an empty state.
 
     Attributes:
         module: the module's ``state_dict`` (every parameter and buffer, BatchNorm statistics included),
@@ -124,12 +152,8 @@ class RewindPoint:
         cls, module: nn.Module, optimizers: Sequence[torch.optim.Optimizer], lr_schedulers: Sequence[Any]
     ) -> RewindPoint:
         """Copy the current state of ``module``, ``optimizers`` and ``lr_schedulers`` (nothing is shared)."""
-        values = {
-            name: value.detach().to("cpu", copy=True) if isinstance(value, torch.Tensor) else copy.deepcopy(value)
-            for name, value in module.state_dict().items()
-        }
         return cls(
-            values,
+            state_on_cpu(module),
             [copy.deepcopy(optimizer.state_dict()) for optimizer in optimizers],
             [copy.deepcopy(scheduler.state_dict()) for scheduler in lr_schedulers],
         )
@@ -138,7 +162,8 @@ class RewindPoint:
         """Refuse optimizers or LR schedulers that this point cannot be loaded into.
 
         Raises:
-            ValueError: another number of optimizers, schedulers or parameter groups than at capture.
+            ValueError: another number of optimizers or schedulers than at capture, or an optimizer whose
+                first parameter groups are not those of capture (groups added after them are fine).
         """
         if len(optimizers) != len(self.optimizers) or len(lr_schedulers) != len(self.lr_schedulers):
             raise ValueError(
@@ -148,16 +173,18 @@ class RewindPoint:
         for index, (optimizer, saved) in enumerate(zip(optimizers, self.optimizers)):
             now = [len(group["params"]) for group in optimizer.param_groups]
             then = [len(group["params"]) for group in saved["param_groups"]]
-            if now != then:
+            if now[: len(then)] != then:
                 raise ValueError(
-                    f"optimizer {index} has parameter groups of sizes {now}, at fit start {then} (a group added "
-                    "mid-fit cannot be rewound to its fit-start state)"
+                    f"optimizer {index} has parameter groups of sizes {now}, at fit start {then}: only groups "
+                    "added after the fit-start ones, with those left as they were, can be kept through a rewind"
                 )
 
     def restore(
         self, module: nn.Module, optimizers: Sequence[torch.optim.Optimizer], lr_schedulers: Sequence[Any]
     ) -> None:
         """Load the captured state into ``module``, ``optimizers`` and ``lr_schedulers`` (which keep their identity).
+
+        Parameter groups added since capture keep their hyperparameters and lose their state.
 
         Raises:
             ValueError: see :meth:`check`; nothing changed in that case.
@@ -166,6 +193,25 @@ class RewindPoint:
         module.load_state_dict(self.module)
         # Optimizers and schedulers may keep references into what they load: give them copies.
         for optimizer, state in zip(optimizers, self.optimizers):
-            optimizer.load_state_dict(copy.deepcopy(state))
+            optimizer.load_state_dict(_with_added_groups(copy.deepcopy(state), optimizer))
         for scheduler, state in zip(lr_schedulers, self.lr_schedulers):
             scheduler.load_state_dict(copy.deepcopy(state))
+
+
+def state_on_cpu(module: nn.Module) -> dict[str, Any]:
+    """A CPU copy of ``module``'s ``state_dict`` that shares nothing with it."""
+    return {
+        name: value.detach().to("cpu", copy=True) if isinstance(value, torch.Tensor) else copy.deepcopy(value)
+        for name, value in module.state_dict().items()
+    }
+
+
+def _with_added_groups(saved: dict[str, Any], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """``saved`` (an optimizer state dict of capture) plus the groups ``optimizer`` gained since, without state.
+
+    ``state_dict`` numbers parameters in group order, so the added groups' numbers follow those of the
+    fit-start groups in both, and no state entry of ``saved`` names them.
+    """
+    added = optimizer.state_dict()["param_groups"][len(saved["param_groups"]) :]
+    saved["param_groups"] = [*saved["param_groups"], *copy.deepcopy(added)]
+    return saved

@@ -26,7 +26,7 @@ from lightning_synflow.callback.sharded import (
     is_model_parallel,
 )
 from lightning_synflow.callback.state import SavedMasks, differences, pack_state, reprune_start, unpack_state
-from lightning_synflow.callback.thin import ResizeOnLoad, shrink_in_place
+from lightning_synflow.callback.thin import ResizeOnLoad, ShrinkAfterPruning
 from lightning_synflow.callback.upkeep import MaskUpkeep
 from lightning_synflow.pruning.settings import PruningSettings
 from lightning_synflow.pruning.targets import select_prunable
@@ -63,8 +63,9 @@ class SynFlowPruning(Callback):
     are pruned to density ``d ** (l / L)`` (already-pruned weights stay pruned and count toward the exact
     target; the last round reaches ``d`` exactly), then every parameter and buffer (BatchNorm statistics
     too) goes back to its fit-start value, pruned entries zero, and the optimizers and LR schedulers to
-    their fit-start state. Training then continues to ``max_epochs``, so the final sparse network trains
-    from its initial weights. Until the first round ``masks`` is None and nothing is masked. With
+    their fit-start state (a parameter group added since, e.g. by a finetuning callback, stays with its
+    hyperparameters and an empty state). Training then continues to ``max_epochs``, so the final sparse network
+    trains from its initial weights. Until the first round ``masks`` is None and nothing is masked. With
     ``levels > 1`` checkpoints written before the last round also hold the fit-start state (a CPU copy of
     the module's ``state_dict`` and the optimizers' and schedulers' initial state, usually empty for the
     optimizers): about one more copy of the weights, so a run resumed between rounds continues the same
@@ -94,8 +95,8 @@ class SynFlowPruning(Callback):
             to the final density; ``keep`` keeps the checkpoint's masks and continues its own remaining rounds.
         shrink: after pruning, replace the module's layers by thinner ones without the channels that carry no
             flow (``lightning_synflow.shrink``), rebuild the optimizers and LR schedulers, and train the thin
-            network (single device only; only with ``prune_epoch=0`` and ``levels=1``). Checkpoints hold the thin
-            layers; resuming rebuilds them.
+            network (single device only; only with ``prune_epoch=0`` and ``levels=1``). A model shrink cannot follow
+            is refused before pruning. Checkpoints hold the thin layers; resuming rebuilds them.
         verbose: print the per-layer sparsity table on rank 0 after pruning.
         progress: show a progress bar while scoring (rank 0 only); None follows the Trainer's
             ``enable_progress_bar``.
@@ -113,7 +114,7 @@ class SynFlowPruning(Callback):
             and every module's mode come back as they were.
         min_density: a floor on the density of prunable tensors: one float for all, or a mapping from name glob
             to float, e.g. ``{"*shortcut*": 0.2}``. Floors hold exactly at every iteration and the total count
-            stays exact; floors that cannot all hold at the target density are refused at fit start.
+            stays exact; floors that cannot all hold at some round's density are refused at fit start.
 
     Raises:
         MisconfigurationException: an argument outside its allowed values.
@@ -274,20 +275,25 @@ class SynFlowPruning(Callback):
         if self._resize is not None:
             self._resize.remove()
             self._resize = None
+        # With shrink=True a model shrink cannot follow is refused here, before anything changes; a module this
+        # instance already pruned is as thin as it gets.
+        shrinking: Optional[ShrinkAfterPruning] = None
+        if self._options.shrink and not resized and pl_module not in self._known:
+            example = example_input(pl_module, self._options)
+            shrinking = ShrinkAfterPruning(pl_module, self._prunable(pl_module), example)
         if saved is not None:
             self._resume(trainer, pl_module, saved)
         elif pl_module in self._known:
             # Another fit of a module this instance already pruned: its own masks, never re-scored, and the rest
             # of its rounds (if any) at the new fit's epochs.
             self._follow(self._known[pl_module])
-            resized = True  # and, with shrink=True, already as thin as it gets
         else:
             self._start(trainer, pl_module)
         if self.masks is None:
             self._detach()  # nothing to keep in force before the first round
         else:
-            if self._options.shrink and not resized:
-                self._shrink(trainer, pl_module)
+            if shrinking is not None:
+                self._shrink(trainer, pl_module, shrinking)
             self._attach(trainer, pl_module)
         self._remember(pl_module)
 
@@ -358,6 +364,7 @@ class SynFlowPruning(Callback):
 
     def _start(self, trainer: Trainer, pl_module: LightningModule, rewind: Optional[RewindPoint] = None) -> None:
         """A fresh schedule: capture the fit-start state if rounds rewind, and prune now if ``prune_epoch=0``."""
+        self._check_floors(pl_module)
         self._lifecycle = SavedMasks(None, self._settings, self._schedule, done=0)
         self._packed = None
         if self._schedule.rewinds:
@@ -446,10 +453,25 @@ class SynFlowPruning(Callback):
         self._follow(saved)
 
     def _prunable_names(self, pl_module: LightningModule) -> list[str]:
+        return list(self._prunable(pl_module))
+
+    def _prunable(self, pl_module: LightningModule) -> dict[str, torch.nn.Parameter]:
         try:
-            return list(select_prunable(pl_module, self._settings.parameters, self._settings.exclude))
+            return select_prunable(pl_module, self._settings.parameters, self._settings.exclude)
         except (TypeError, ValueError) as error:
             raise MisconfigurationException(f"SynFlowPruning: {error}") from error
+
+    def _check_floors(self, pl_module: LightningModule) -> None:
+        """Refuse ``min_density`` floors that some round cannot hold: at fit start, before any epoch trains."""
+        if self._settings.min_density is None:
+            return
+        sizes = {name: param.numel() for name, param in self._prunable(pl_module).items()}
+        rounds = self._schedule
+        try:
+            rounds.check_floors(self._settings, sizes)
+        except ValueError as error:
+            called = "" if rounds.last_epoch == 0 else f"(prune_epoch={rounds.prune_epoch}, levels={rounds.levels})"
+            raise MisconfigurationException(f"SynFlowPruning{called}: {error}") from error
 
     def _prune(
         self,
@@ -493,18 +515,13 @@ class SynFlowPruning(Callback):
         if isinstance(here, Pruned):
             self._report(trainer, masks, here)
 
-    def _shrink(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def _shrink(self, trainer: Trainer, pl_module: LightningModule, shrinking: ShrinkAfterPruning) -> None:
         assert self.masks is not None
-        example = example_input(pl_module, self._options)
-        if example is None:
-            raise MisconfigurationException(
-                "SynFlowPruning(shrink=True) follows the model's graph with an example input: set the "
-                "LightningModule's `example_input_array`, or pass `input_shape`."
-            )
         try:
-            self.masks, metrics = shrink_in_place(trainer, pl_module, self.masks, example)
-        except ValueError as error:
-            raise MisconfigurationException(f"SynFlowPruning(shrink=True) cannot shrink this model: {error}") from error
+            self.masks, metrics = shrinking.shrink(trainer, pl_module, self.masks)
+        except MisconfigurationException:
+            self._lifecycle = SavedMasks(None, self._settings, self._schedule, done=0)  # the weights are back
+            raise
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)

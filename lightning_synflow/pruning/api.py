@@ -188,22 +188,8 @@ def _floors(
         ValueError: a glob matches no prunable parameter, or (global scope) the floors keep more
             entries than the density does.
     """
-    floors = settings.floor_counts({name: p.numel() for name, p in prunable.items()})
-    if floors is None or not any(floors):
-        return None
-    if settings.scope == "global":
-        alive = [p.numel() for p in prunable.values()] if start is None else [int(m.count_nonzero()) for m in start]
-        held = [min(floor, n) for floor, n in zip(floors, alive)]
-        total = sum(p.numel() for p in prunable.values())
-        kept = total - prune_count(settings.density, total)
-        if sum(held) > kept:
-            largest = sorted(zip(prunable, held), key=lambda item: -item[1])[:3]
-            named = ", ".join(f"{name!r}: {count}" for name, count in largest if count)
-            raise ValueError(
-                f"`min_density` floors keep at least {sum(held)} of the {total} prunable weights (largest: {named}), "
-                f"more than the {kept} that density {settings.density} keeps: lower the floors or the sparsity."
-            )
-    return floors
+    sizes = {name: p.numel() for name, p in prunable.items()}
+    return settings.reachable_floors(sizes, None if start is None else [int(m.count_nonzero()) for m in start])
 
 
 def score(

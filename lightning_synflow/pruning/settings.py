@@ -22,7 +22,7 @@ from lightning_synflow.pruning.option import (
     plain_value,
     supports,
 )
-from lightning_synflow.pruning.schedule import Schedule, exact_fraction
+from lightning_synflow.pruning.schedule import Schedule, exact_fraction, prune_count
 
 Method = Literal["synflow", "magnitude", "random", "snip", "grasp"]
 Scope = Literal["global", "local"]
@@ -298,6 +298,34 @@ class PruningSettings:
             for name in matches:
                 floors[name] = max(floors[name], exact_fraction(floor))
         return [math.ceil(floors[name] * n) for name, n in sizes.items()]
+
+    def reachable_floors(self, sizes: Mapping[str, int], alive: Sequence[int] | None = None) -> list[int] | None:
+        """:meth:`floor_counts`, checked to hold at this density; None when no floor keeps anything.
+
+        Args:
+            sizes: number of entries of each prunable tensor, keyed by its name (the masks' keys).
+            alive: entries still kept in each tensor, in ``sizes``' order (starting masks); default: all.
+
+        Raises:
+            ValueError: a glob matches no prunable tensor, or (global scope) the floors keep more entries
+                than the density does (the message names the largest floors and what to do).
+        """
+        floors = self.floor_counts(sizes)
+        if floors is None or not any(floors):
+            return None
+        if self.scope == "global":
+            held = [min(floor, n) for floor, n in zip(floors, sizes.values() if alive is None else alive)]
+            total = sum(sizes.values())
+            kept = total - prune_count(self.density, total)
+            if sum(held) > kept:
+                largest = sorted(zip(sizes, held), key=lambda item: -item[1])[:3]
+                named = ", ".join(f"{name!r}: {count}" for name, count in largest if count)
+                raise ValueError(
+                    f"`min_density` floors keep at least {sum(held)} of the {total} prunable weights (largest: "
+                    f"{named}), more than the {kept} that density {self.density} keeps: lower the floors or the "
+                    "sparsity."
+                )
+        return floors
 
     def differences(self, other: PruningSettings, ignore: Sequence[str] = ()) -> dict[str, tuple[str, str]]:
         """Settings whose meaning differs: name -> (this value, the other's), as readable strings."""
