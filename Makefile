@@ -31,9 +31,11 @@ lint: $(STAMP)
 docs: $(STAMP)
 	$(PY) -m sphinx -E -W --keep-going -q -b html docs docs/_build/html
 
-# mypy --strict over the package (settings in pyproject.toml).
+# mypy --strict over the package (settings in pyproject.toml), then over a user's script that uses every
+# public name (tests/typing/public_api.py: its `type: ignore`s must each catch a real mistake).
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict tests/typing/public_api.py
 
 # Build the wheel and the sdist, twine check them, install the wheel into a fresh virtual environment
 # outside the source tree and run `lightning-synflow` from there (.ci/wheel_check; a few minutes).

@@ -22,7 +22,7 @@ from common import peak_rss, reset_peak_rss
 from lightning_synflow import prune
 from lightning_synflow.models import MLP, cifar_resnet, vgg16
 from lightning_synflow.pruning import select_prunable
-from lightning_synflow.pruning.bits import pack_mask
+from lightning_synflow.masks import pack_mask
 torch.set_num_threads(2)
 name, iterations = {name!r}, {iterations}
 model = {{"vgg16_bn": lambda: vgg16(10), "resnet20": lambda: cifar_resnet(20),

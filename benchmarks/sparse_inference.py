@@ -30,13 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
 from lightning_synflow import prune  # noqa: E402
-from lightning_synflow.export.sparse_file import apply_masks  # noqa: E402
 from lightning_synflow.export.sparse_inference import (  # noqa: E402
     SparseConv2d,
     SparseLinear,
     alternated_times,
     sparsify,
 )
+from lightning_synflow.masks import apply_masks  # noqa: E402
 from lightning_synflow.models import MLP  # noqa: E402
 
 DENSITIES = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5]

@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from lightning_synflow.masks import CONV_TRANSPOSES, CONVS
 from lightning_synflow.pruning.inputs import ExampleInput, call_model, map_tensors, synflow_batch
 from lightning_synflow.pruning.targets import ATTENTION_WEIGHTS, is_hf_conv1d
 
@@ -19,11 +20,6 @@ METRIC_PREFIX = "pruning/sparsity"
 FLOPS_KEPT = "pruning/flops_kept"
 #: Number of prunable tensors left with no weight.
 LAYERS_EMPTIED = "pruning/layers_emptied"
-
-#: The layers :func:`count_macs` counts (those :mod:`lightning_synflow.export.shrink` rebuilds).
-_CONV_LINEAR = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_CONV_TRANSPOSE = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 @dataclass(frozen=True)
@@ -204,11 +200,11 @@ def _positions_rule(module: nn.Module, all_layers: bool) -> Optional[Callable[..
     """How one call of ``module`` applies its weights, or None if it is not counted."""
     if isinstance(module, nn.Linear) or (all_layers and is_hf_conv1d(module)):
         return lambda m, args, kwargs, out: {"weight": _tokens(out, out.shape[-1])}
-    if isinstance(module, _CONV):
+    if isinstance(module, CONVS):
         return lambda m, args, kwargs, out: {"weight": out.numel() // m.out_channels}
     if not all_layers:
         return None
-    if isinstance(module, _CONV_TRANSPOSE):
+    if isinstance(module, CONV_TRANSPOSES):
         return lambda m, args, kwargs, out: {"weight": args[0].numel() // m.in_channels}
     if isinstance(module, nn.MultiheadAttention):
         return _attention_positions

@@ -16,9 +16,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_synflow import SynFlowPruning, masks_from_checkpoint, prune
 from lightning_synflow.callback.rounds import RoundSchedule
-from lightning_synflow.callback.state import STATE_VERSION, unpack_state
+from lightning_synflow.callback.state import unpack_state
+from lightning_synflow.checkpoint_format import STATE_VERSION
+from lightning_synflow.masks import pack_mask
 from lightning_synflow.pruning.api import prune_with
-from lightning_synflow.pruning.bits import pack_mask
 from lightning_synflow.pruning.loop import ScoringData
 from lightning_synflow.pruning.schedule import exact_fraction, prune_count
 

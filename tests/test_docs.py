@@ -268,6 +268,7 @@ INTERNAL_MODULES = {
     "lightning_synflow.callback.sharded",
     "lightning_synflow.callback.upkeep",
     "lightning_synflow.pruning.alive",
+    "lightning_synflow.pruning.checks",
     "lightning_synflow.pruning.cut",
     "lightning_synflow.pruning.scores",
     "lightning_synflow.pruning.select",

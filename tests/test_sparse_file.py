@@ -9,10 +9,10 @@ from torch import nn
 from lightning_synflow.export.sparse_file import (
     _crc32,
     _metadata_crc32,
-    apply_masks,
     load_sparse,
     save_sparse,
 )
+from lightning_synflow.masks import apply_masks
 from tests.helpers import convnet, mlp
 
 

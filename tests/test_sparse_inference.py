@@ -5,7 +5,6 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_synflow.export.sparse_file import apply_masks
 from lightning_synflow.export.sparse_inference import (
     DEFAULT_MAX_DENSITY,
     SparseConv2d,
@@ -13,6 +12,7 @@ from lightning_synflow.export.sparse_inference import (
     alternated_times,
     sparsify,
 )
+from lightning_synflow.masks import apply_masks
 from tests.helpers import convnet, mlp
 from tests.test_sparse_file import random_masks
 
@@ -188,3 +188,20 @@ def test_forward_hooks_still_run_on_a_sparse_linear():
     handle.remove()
     sparse(x)
     assert seen == [torch.Size([1, 4])]
+
+
+def test_a_copy_first_called_under_inference_mode_runs_outside_it_with_an_input_that_requires_grad():
+    # A latency measurement runs under inference_mode first; tensors cached there cannot enter autograd.
+    from lightning_synflow import prune, sparsify
+
+    net = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
+    masks = prune(net, sparsity=0.95, example_input=torch.zeros(1, 16))
+    fast = sparsify(net, masks)
+    x = torch.randn(3, 16)
+    with torch.inference_mode():
+        expected = fast(x)
+    inputs = x.clone().requires_grad_(True)
+    output = fast(inputs)
+    torch.testing.assert_close(output, expected)
+    output.sum().backward()
+    assert inputs.grad is not None and inputs.grad.shape == x.shape

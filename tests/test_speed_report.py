@@ -55,3 +55,16 @@ def test_bad_repeats_are_refused():
     model, masks = tiny()
     with pytest.raises(ValueError, match="`repeats` must be >= 1"):
         speed_report(model, masks, torch.randn(2, 16), repeats=0)
+
+
+def test_batchnorm_at_batch_one_keeps_the_forward_times_and_says_why_the_training_step_is_missing():
+    # BatchNorm in train mode refuses one value per channel; the forward timings (eval mode) still work.
+    model = torch.nn.Sequential(
+        torch.nn.Linear(16, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(), torch.nn.Linear(32, 4)
+    )
+    masks = random_masks(model, 0.1)
+    report = speed_report(model, masks, torch.randn(1, 16), repeats=2, warmup=1)
+    assert set(report.forward_ms) == {"dense", "shrunk", "sparse"}
+    assert report.train_step_ms == {}
+    assert "Expected more than 1 value per channel" in report.unavailable["train_step"]
+    assert "larger batch" in str(report)

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lightning_synflow.pruning.bits import pack_mask, unpack_mask
+from lightning_synflow.masks import pack_mask, unpack_mask
 
 
 def _packed_sizes(shapes: dict[str, torch.Size]) -> list[int]:

@@ -22,7 +22,8 @@ from torch.utils.hooks import RemovableHandle
 from lightning_synflow.callback.rounds import RoundSchedule
 from lightning_synflow.callback.state import pack_state
 from lightning_synflow.callback.upkeep import masked_parameters
-from lightning_synflow.pruning.bits import pack_mask, unpack_mask
+from lightning_synflow.checkpoint_format import mask_entries
+from lightning_synflow.masks import pack_mask, unpack_mask
 from lightning_synflow.pruning.settings import PruningSettings
 from lightning_synflow.pruning.sharded import SHARDED_METHODS, shard_masks, sharded_mesh
 from lightning_synflow.pruning.targets import select_prunable
@@ -128,7 +129,7 @@ class PackedMasks:
     def state(self, settings: PruningSettings, schedule: RoundSchedule, done: int) -> dict[str, Any]:
         """The callback's checkpoint state (the layout of :func:`~lightning_synflow.callback.state.pack_state`)."""
         state = pack_state(None, settings, schedule, done)
-        state["masks"], state["shapes"] = dict(self.bits), {name: list(s) for name, s in self.shapes.items()}
+        state.update(mask_entries(self.bits, self.shapes))
         return state
 
 
@@ -151,7 +152,7 @@ class ShardedUpkeep:
             its rows; a collective, so construct on every rank).
 
     Raises:
-        ValueError: a mask names a parameter the module lacks, or its shape differs.
+        ValueError: a mask does not fit the module (:func:`~lightning_synflow.masks.check_masks`).
     """
 
     def __init__(self, module: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:

@@ -1,8 +1,10 @@
-"""Checkpoint state of ``SynFlowPruning``: masks, settings compared by meaning, schedule progress, rewind point."""
+"""Checkpoint state of ``SynFlowPruning``: masks, settings compared by meaning, schedule progress, rewind point.
+
+The layout itself, and reading masks back from a checkpoint file, are :mod:`lightning_synflow.checkpoint_format`'s.
+"""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -10,18 +12,16 @@ from typing import Any, Optional
 import torch
 
 from lightning_synflow.callback.rounds import RewindPoint, RoundSchedule
-from lightning_synflow.pruning.bits import pack_mask, unpack_mask
+from lightning_synflow.checkpoint_format import (
+    pack_masks,
+    read_masks,
+    read_settings,
+    read_version,
+    state_header,
+    unreadable,
+)
 from lightning_synflow.pruning.schedule import prune_count
 from lightning_synflow.pruning.settings import PruningSettings
-
-#: Version of the checkpoint layout written by :func:`pack_state` (3: schedule progress and rewind point).
-STATE_VERSION = 3
-
-#: The file of a sharded checkpoint directory that holds everything but the sharded tensors (Lightning's name).
-SHARDED_METADATA = "meta.pt"
-
-#: The settings written by the first release (version 1), spelled as the user gave them.
-_LEGACY_KEYS = ("sparsity", "compression", "method", "iterations", "schedule", "scope", "parameters", "exclude")
 
 
 @dataclass
@@ -57,14 +57,10 @@ def pack_state(
     defaults to pruning once at fit start.
     """
     schedule = schedule if schedule is not None else RoundSchedule()
-    state: dict[str, Any] = {
-        "version": STATE_VERSION,
-        "settings": settings.to_dict(),
-        "schedule": {"prune_epoch": schedule.prune_epoch, "levels": schedule.levels, "done": done},
-    }
+    state = state_header(settings)
+    state["schedule"] = {"prune_epoch": schedule.prune_epoch, "levels": schedule.levels, "done": done}
     if masks is not None:
-        state["masks"] = {name: pack_mask(mask) for name, mask in masks.items()}
-        state["shapes"] = {name: list(mask.shape) for name, mask in masks.items()}
+        state.update(pack_masks(masks))
     if rewind is not None:
         state["rewind"] = {
             "module": rewind.module,
@@ -80,21 +76,10 @@ def unpack_state(state: dict[str, Any]) -> SavedMasks:
     Raises:
         ValueError: the state is not one this package wrote, or a newer version's.
     """
-    version = state.get("version", 1)
-    if not isinstance(version, int) or version > STATE_VERSION:
-        raise ValueError(
-            f"the checkpoint's SynFlowPruning state has version {version!r}; this release reads versions 1 to "
-            f"{STATE_VERSION}: upgrade lightning-synflow"
-        )
+    version = read_version(state)
     try:
-        masks = None
-        if "masks" in state or version < 3:
-            masks = {name: unpack_mask(packed, state["shapes"][name]) for name, packed in state["masks"].items()}
-        values = state["settings"]
-        if version == 1:
-            settings = PruningSettings.create(**{key: values.get(key) for key in _LEGACY_KEYS if key in values})
-        else:
-            settings = PruningSettings.from_dict(values)
+        masks = read_masks(state, version)
+        settings = read_settings(state, version)
         if version < 3:
             return SavedMasks(masks, settings)
         progress = state["schedule"]
@@ -102,7 +87,7 @@ def unpack_state(state: dict[str, Any]) -> SavedMasks:
         rewind = RewindPoint(**state["rewind"]) if "rewind" in state else None
         return SavedMasks(masks, settings, schedule, int(progress["done"]), rewind)
     except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"the checkpoint's SynFlowPruning state is not readable ({error!r})") from error
+        raise unreadable(error) from error
 
 
 def reprune_start(
@@ -163,44 +148,3 @@ def differences(
             f"{len(now)} tensors" + (f", {len(new)} not in the checkpoint, e.g. {new[:3]}" if new else ""),
         )
     return found
-
-
-def masks_from_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """The masks a ``SynFlowPruning`` callback saved in a Lightning checkpoint (loaded with ``weights_only``).
-
-    Useful where the callback object has none: in the launching process of ``strategy="ddp_spawn"``, or
-    in a later inference script.
-
-    Args:
-        path: a ``.ckpt`` file written by a Trainer that ran ``SynFlowPruning``, or the directory of a
-            sharded checkpoint (``ModelParallelStrategy``), whose ``meta.pt`` holds the callback's state.
-
-    Returns:
-        Boolean CPU masks (True = kept) keyed by qualified parameter name.
-
-    Raises:
-        ValueError: the checkpoint holds no SynFlowPruning masks (none, or saved before the first round of
-            ``prune_epoch``).
-    """
-    if os.path.isdir(path):
-        metadata = os.path.join(path, SHARDED_METADATA)
-        if not os.path.isfile(metadata):
-            raise ValueError(
-                f"{os.fspath(path)!r} is a directory without {SHARDED_METADATA!r}: give a checkpoint file or the "
-                "directory of a sharded checkpoint"
-            )
-        path = metadata
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    states = [
-        state
-        for key, state in checkpoint.get("callbacks", {}).items()
-        if isinstance(key, str) and key.startswith("SynFlowPruning") and state
-    ]
-    if not states:
-        raise ValueError(f"{os.fspath(path)!r} holds no SynFlowPruning masks (was the callback in the Trainer?)")
-    masks = unpack_state(states[0]).masks
-    if masks is None:
-        raise ValueError(
-            f"{os.fspath(path)!r} was saved before SynFlowPruning's first round (`prune_epoch`): no masks yet"
-        )
-    return masks

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from lightning_synflow.masks import check_masks
+
 #: A tensor whose pruned entries are at most this fraction of it is zeroed through the flat positions of its
 #: pruned entries (``index_fill_``: cost and memory follow the pruned count, at most 1/8 byte per weight);
 #: any other through a zero-copy uint8 view of its boolean mask (``mul_``: one pass, no extra memory).
@@ -68,20 +70,13 @@ def _zero_pruned(pairs: Iterable[tuple[torch.Tensor, _Pruned]], exact: bool = Fa
 
 
 def masked_parameters(module: nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[str, nn.Parameter]:
-    """The module's parameters by name, checked to include every masked one with the mask's shape.
+    """The module's parameters by name (every name of a tied one), the masks checked to fit them.
 
     Raises:
-        ValueError: a mask names a parameter the module lacks, or its shape differs.
+        ValueError: a mask does not fit the module (:func:`~lightning_synflow.masks.check_masks`).
     """
-    params = dict(module.named_parameters())
-    missing = [name for name in masks if name not in params]
-    if missing:
-        raise ValueError(f"the masks name parameters that the module does not have: {missing[:5]}")
-    for name, mask in masks.items():
-        if mask.shape != params[name].shape:
-            raise ValueError(
-                f"the mask of {name!r} has shape {list(mask.shape)}, the parameter {list(params[name].shape)}"
-            )
+    params = dict(module.named_parameters(remove_duplicate=False))
+    check_masks(masks, params, f"the parameters of {type(module).__name__}")
     return params
 
 
@@ -102,7 +97,7 @@ class MaskUpkeep:
         masks: boolean masks (True = kept) keyed by qualified parameter name.
 
     Raises:
-        ValueError: a mask names a parameter the module lacks, or its shape differs.
+        ValueError: a mask does not fit the module (:func:`~lightning_synflow.masks.check_masks`).
     """
 
     def __init__(self, module: nn.Module, masks: dict[str, torch.Tensor]) -> None:

@@ -2,9 +2,10 @@
 
 from lightning_synflow.export.checkpoint import load_pruned, resize_to_state_dict
 from lightning_synflow.export.shrink import ShrinkPlan, apply_shrink, plan_shrink, shrink
-from lightning_synflow.export.sparse_file import apply_masks, load_sparse, save_sparse
+from lightning_synflow.export.sparse_file import load_sparse, save_sparse
 from lightning_synflow.export.sparse_inference import sparsify
 from lightning_synflow.export.speed import speed_report
+from lightning_synflow.masks import apply_masks
 
 __all__ = [
     "ShrinkPlan",

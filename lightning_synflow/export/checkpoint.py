@@ -8,8 +8,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-#: Leaf modules :func:`resize_to_state_dict` can rebuild at other sizes.
-RESIZABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+from lightning_synflow.checkpoint_format import masks_from_checkpoint
+from lightning_synflow.masks import BATCH_NORMS, CONVS, RESIZABLE, apply_masks
 
 
 def _resized(module: nn.Module, shapes: Mapping[str, torch.Size]) -> nn.Module:
@@ -19,7 +19,7 @@ def _resized(module: nn.Module, shapes: Mapping[str, torch.Size]) -> nn.Module:
     if isinstance(module, nn.Linear):
         assert weight is not None
         return nn.Linear(weight[1], weight[0], bias=module.bias is not None, device=device, dtype=dtype)
-    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+    if isinstance(module, CONVS):
         assert weight is not None
         if module.groups != 1:
             raise ValueError(f"cannot resize the grouped convolution {module!r}")
@@ -35,7 +35,7 @@ def _resized(module: nn.Module, shapes: Mapping[str, torch.Size]) -> nn.Module:
             device=device,
             dtype=dtype,
         )
-    assert isinstance(module, nn.modules.batchnorm._BatchNorm)
+    assert isinstance(module, BATCH_NORMS)
     size = (shapes.get("running_mean") or weight or module.weight.shape)[0]
     return type(module)(
         size,
@@ -92,9 +92,6 @@ def load_pruned(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, tor
     Returns:
         The masks (True = kept), keyed by parameter name.
     """
-    from lightning_synflow.callback.state import masks_from_checkpoint
-    from lightning_synflow.export.sparse_file import apply_masks
-
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     resize_to_state_dict(model, checkpoint["state_dict"])
     model.load_state_dict(checkpoint["state_dict"])

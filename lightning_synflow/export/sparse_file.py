@@ -3,7 +3,7 @@
 The file is a plain `safetensors <https://github.com/huggingface/safetensors>`_ file. Its tensors:
 
 - ``mask/<key>``: the mask of a masked ``state_dict`` entry, packed 8 entries to a byte (row-major,
-  most significant bit first, :func:`lightning_synflow.pruning.bits.pack_mask`; the padding bits of the
+  most significant bit first, :func:`lightning_synflow.masks.pack_mask`; the padding bits of the
   last byte are 0);
 - ``values/<key>``: that entry's kept values in row-major order, in its own dtype (1-D);
 - ``dense/<key>``: every other ``state_dict`` entry, as it is.
@@ -31,44 +31,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_synflow.pruning.bits import pack_mask, unpack_mask
+# apply_masks is imported from here by export/shrink.py (re-exported until that module imports it from masks).
+from lightning_synflow.masks import apply_masks as apply_masks
+from lightning_synflow.masks import check_masks, pack_mask, unpack_mask
 
 #: The ``format`` metadata of the files :func:`save_sparse` writes.
 FORMAT = "lightning_synflow.sparse_state_dict"
 #: The ``format_version`` metadata of the files :func:`save_sparse` writes.
 FORMAT_VERSION = "1"
-
-
-def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Zero the pruned entries of ``model``'s parameters in place.
-
-    Every mask is checked before any weight changes.
-
-    Args:
-        model: the model whose parameters to mask.
-        masks: boolean masks (True = kept) keyed by qualified parameter name (``named_parameters()``
-            names, tied duplicates included), e.g. the output of :func:`lightning_synflow.prune` or
-            :func:`lightning_synflow.masks_from_checkpoint`.
-
-    Returns:
-        ``model`` itself.
-
-    Raises:
-        ValueError: a name is not a parameter of ``model``, a mask's shape differs from its parameter's, or a
-            mask is not boolean.
-
-    Example::
-
-        masks = masks_from_checkpoint("last.ckpt")
-        apply_masks(model, masks)  # pruned entries are now exactly 0
-    """
-    params = dict(model.named_parameters(remove_duplicate=False))
-    _check_masks(masks, params, f"the parameters of {type(model).__name__}")
-    with torch.no_grad():
-        for name, mask in masks.items():
-            param = params[name]
-            param.masked_fill_(~mask.to(param.device), 0)
-    return model
 
 
 def save_sparse(model: nn.Module, masks: Mapping[str, torch.Tensor], path: str | os.PathLike[str]) -> None:
@@ -81,15 +51,16 @@ def save_sparse(model: nn.Module, masks: Mapping[str, torch.Tensor], path: str |
 
     Args:
         model: the pruned model (its pruned entries must be 0, as :func:`lightning_synflow.prune`,
-            ``SynFlowPruning`` and :func:`apply_masks` leave them).
+            ``SynFlowPruning`` and :func:`~lightning_synflow.apply_masks` leave them).
         masks: boolean masks (True = kept) keyed by qualified parameter name, which must be
             ``state_dict`` keys.
         path: the file to write (conventionally ``*.safetensors``).
 
     Raises:
-        ValueError: a mask names no ``state_dict`` entry, has another shape or is not boolean, an entry
-            that a mask prunes is not 0 (call :func:`apply_masks` first), two tied keys have different
-            masks, or the ``state_dict`` holds something else than tensors (a module's extra state).
+        ValueError: a mask breaks :func:`~lightning_synflow.masks.check_masks` (names no ``state_dict``
+            entry, has another shape, is not boolean, or differs from the mask of a tied key), an entry that
+            a mask prunes is not 0 (call :func:`~lightning_synflow.apply_masks` first), or the ``state_dict``
+            holds something else than tensors (a module's extra state).
 
     Example::
 
@@ -106,9 +77,12 @@ def save_sparse(model: nn.Module, masks: Mapping[str, torch.Tensor], path: str |
                 f"save_sparse: the state_dict entry {key!r} is a {type(value).__name__} (extra state?); a safetensors "
                 "file holds tensors only."
             )
-    _check_masks(masks, state, f"the state_dict keys of {type(model).__name__}")
     tied = _tied_keys(state)
-    masks = _masks_by_primary(masks, tied)
+    # Tied keys name their first key's tensor, so that the check sees them as one tensor.
+    check_masks(
+        masks, {key: state[tied.get(key, key)] for key in state}, f"the state_dict keys of {type(model).__name__}"
+    )
+    masks = {tied.get(name, name): mask for name, mask in masks.items()}  # keyed like the stored tensors
     tensors: dict[str, torch.Tensor] = {}
     masked: dict[str, dict[str, Any]] = {}
     storages: set[tuple[torch.device, int]] = set()
@@ -193,20 +167,6 @@ class _Corrupt(Exception):
     """What is wrong with a file's content (the caller adds the file name)."""
 
 
-def _check_masks(masks: Mapping[str, torch.Tensor], tensors: Mapping[str, torch.Tensor], what: str) -> None:
-    for name, mask in masks.items():
-        if name not in tensors:
-            known = ", ".join(list(tensors)[:5]) + (", ..." if len(tensors) > 5 else "")
-            raise ValueError(f"The mask {name!r} names none of {what} ({known}).")
-        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-            kind = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
-            raise ValueError(f"The mask {name!r} must be a boolean tensor (True = kept), got {kind}.")
-        if mask.shape != tensors[name].shape:
-            raise ValueError(
-                f"The mask {name!r} has shape {list(mask.shape)}, its tensor has shape {list(tensors[name].shape)}."
-            )
-
-
 def _tied_keys(state: Mapping[str, torch.Tensor]) -> dict[str, str]:
     """Keys whose tensor is exactly an earlier key's (same memory, shape, strides, dtype): key -> earlier key."""
     first: dict[tuple[Any, ...], str] = {}
@@ -225,17 +185,6 @@ def _tied_keys(state: Mapping[str, torch.Tensor]) -> dict[str, str]:
         else:
             first.setdefault(identity, key)
     return tied
-
-
-def _masks_by_primary(masks: Mapping[str, torch.Tensor], tied: Mapping[str, str]) -> dict[str, torch.Tensor]:
-    """The masks keyed by the first key of their tensor; a tensor masked under two keys needs one mask."""
-    found: dict[str, torch.Tensor] = {}
-    for name, mask in masks.items():
-        primary = tied.get(name, name)
-        if primary in found and not torch.equal(found[primary].cpu(), mask.cpu()):
-            raise ValueError(f"save_sparse: tied keys {primary!r} and {name!r} share one tensor but differ in mask.")
-        found[primary] = mask
-    return found
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn.modules import module as _module
 from torch.nn.utils import parametrize
 
+from lightning_synflow.masks import apply_masks
 from lightning_synflow.pruning.inputs import ExampleInput, call_model
 
 #: Default ``max_density`` of :func:`sparsify`: the crossover measured on a 4096x4096 layer by
@@ -87,7 +88,9 @@ class _CSRWeight(nn.Module):
     """A weight matrix held as CSR components (buffers), with the CSR tensor built once and cached.
 
     The components are plain dense buffers so that the module deep-copies, pickles and moves with ``.to()``
-    (a CSR tensor can do none of these as a buffer); the cache is dropped whenever they are replaced.
+    (a CSR tensor can do none of these as a buffer); the cache is dropped whenever they are replaced. Tensors
+    made under ``torch.inference_mode()`` cannot enter a computation autograd records, so the cache holds
+    one entry per mode: a copy first called under inference mode still runs outside it.
     """
 
     crow_indices: torch.Tensor
@@ -106,7 +109,7 @@ class _CSRWeight(nn.Module):
         self.register_buffer("values", csr.values().clone())
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
         self.matrix_shape = tuple(matrix.shape)
-        self._cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._cache: dict[bool, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     @property
     def nnz(self) -> int:
@@ -119,25 +122,27 @@ class _CSRWeight(nn.Module):
         return self.nnz / max(1, self.matrix_shape[0] * self.matrix_shape[1])
 
     def _csr(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The CSR weight, the bias and the bias as a column, built on first use after any change of the buffers."""
-        if self._cache is None:
+        """The CSR weight, the bias and the bias as a column, built on first use in this inference mode."""
+        inference = torch.is_inference_mode_enabled()
+        cached = self._cache.get(inference)
+        if cached is None:
             with _no_beta_warning():
                 matrix = torch.sparse_csr_tensor(
                     self.crow_indices, self.col_indices, self.values, self.matrix_shape, check_invariants=False
                 )
             # A zero bias keeps one code path; adding zeros changes no value.
             bias = self.bias if self.bias is not None else self.values.new_zeros(self.matrix_shape[0])
-            self._cache = (matrix, bias, bias[:, None])
-        return self._cache
+            cached = self._cache[inference] = (matrix, bias, bias[:, None])
+        return cached
 
     def _apply(self, *args: Any, **kwargs: Any) -> _CSRWeight:
-        self._cache = None
+        self._cache = {}
         applied: _CSRWeight = super()._apply(*args, **kwargs)  # type: ignore[no-untyped-call]  # torch: no annotations
         return applied
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_cache"] = None
+        state["_cache"] = {}
         return state
 
 
@@ -185,7 +190,7 @@ class SparseLinear(_CSRWeight):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x W^T + b`` for ``x`` of shape ``[..., in_features]``."""
-        weight, bias, bias_column = self._cache if self._cache is not None else self._csr()
+        weight, bias, bias_column = self._csr()
         if x.dim() == 2:  # the common case first, with as little as possible around the kernel
             if x.shape[0] == 1:
                 return torch.addmv(bias, weight, x.view(-1)).view(1, -1)
@@ -234,7 +239,7 @@ class SparseConv2d(_CSRWeight):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution of ``x`` shaped ``[batch, in_channels, height, width]`` (or without batch)."""
-        weight, _, bias_column = self._cache if self._cache is not None else self._csr()
+        weight, _, bias_column = self._csr()
         batch = x if x.dim() == 4 else x.unsqueeze(0)
         height, width = (
             (size + 2 * pad - dil * (kernel - 1) - 1) // step + 1
@@ -378,7 +383,6 @@ def sparsify(
     """
     if not 0.0 <= max_density <= 1.0:
         raise ValueError(f"`max_density` must be in [0, 1], got {max_density!r}.")
-    from lightning_synflow.export.sparse_file import apply_masks
 
     sparse = copy.deepcopy(model).eval().requires_grad_(False)
     if masks is not None:

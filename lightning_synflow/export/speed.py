@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_synflow.export.sparse_file import apply_masks, save_sparse
+from lightning_synflow.export.sparse_file import save_sparse
 from lightning_synflow.export.sparse_inference import alternated_times, sparsify
+from lightning_synflow.masks import apply_masks
 from lightning_synflow.pruning.inputs import ExampleInput, call_model, map_tensors, output_sum
 
 #: Display names of the variants, in table order.
@@ -36,7 +37,8 @@ class SpeedReport:
         file_bytes: file sizes: ``"state_dict"`` (``torch.save`` of the masked model's state_dict),
             ``"sparse_file"`` (:func:`~lightning_synflow.export.save_sparse`) and ``"shrunk"`` (``torch.save``
             of the shrunk copy's state_dict).
-        unavailable: why a variant is missing, e.g. ``{"shrunk": "not available: <reason>"}``.
+        unavailable: why a variant or measurement is missing, e.g. ``{"shrunk": "not available: <reason>"}``;
+            ``"train_step"`` says why no training step was timed (e.g. BatchNorm at a batch of 1).
     """
 
     batch_size: int
@@ -80,6 +82,8 @@ class SpeedReport:
                 else f"{'-':>15}{'-':>9}"
             )
             lines.append(f"{label:<24}{self.forward_ms[variant]:>12.3f}{self.forward_speedup(variant):>8.2f}x{train}")
+        if "train_step" in self.unavailable:
+            lines.append(f"training step: {self.unavailable['train_step']}")
         lines.append(f"{'file':<24}{'bytes':>12}{'of state_dict':>15}")
         for file, label in FILES.items():
             if file in self.file_bytes:
@@ -107,7 +111,8 @@ def speed_report(
 
     Everything runs at ``example_input``'s batch size, on copies (``model`` is untouched): forward passes
     in eval mode under ``torch.inference_mode`` for the three variants, and a training step (forward and
-    backward of the outputs' sum, in train mode) for the dense and the shrunk model (the sparse copy is
+    backward of the outputs' sum, in train mode; if that step fails at this batch size, as BatchNorm does at a
+    batch of 1, the report says why and keeps the forward times) for the dense and the shrunk model (the sparse copy is
     inference only; it is made with ``example_input``, so each candidate layer, convolutions included,
     is sparse only where that timed faster). Times are medians of ``repeats`` rounds taken in turns after
     ``warmup`` rounds, so load changes on a shared machine hit every variant alike. The files are written to a temporary
@@ -161,9 +166,19 @@ def speed_report(
             {name: _timed_call(module, example_input, sync) for name, module in variants.items()}, repeats, warmup
         )
     trainable = {name: variants[name].train() for name in ("dense", "shrunk") if name in variants}
-    train = _medians(
-        {name: _training_step(module, example_input, sync) for name, module in trainable.items()}, repeats, warmup
-    )
+    steps: dict[str, Callable[[], None]] = {
+        name: _training_step(module, example_input, sync) for name, module in trainable.items()
+    }
+    train: dict[str, float] = {}
+    try:
+        steps["dense"]()  # e.g. BatchNorm refuses one value per channel in train mode (a batch of 1)
+    except (RuntimeError, ValueError) as error:
+        unavailable["train_step"] = (
+            f"not measured: a training step at this batch size fails ({error}); "
+            "pass an example_input with a larger batch to time it"
+        )
+    else:
+        train = _medians(steps, repeats, warmup)
     return SpeedReport(
         batch_size=int(tensors[0].shape[0]) if tensors and tensors[0].dim() else 1,
         repeats=repeats,

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+from lightning_synflow.masks import check_masks
 from lightning_synflow.pruning.alive import AliveSet
 from lightning_synflow.pruning.checks import check_weights
 from lightning_synflow.pruning.finish import (
@@ -237,15 +238,8 @@ def _starting_masks(
             f"`masks` must have one mask per prunable parameter; missing {sorted(set(prunable) - set(masks))}, "
             f"unknown {sorted(set(masks) - set(prunable))}."
         )
-    start = []
-    for name, param in prunable.items():
-        mask = masks[name]
-        if mask.dtype != torch.bool or tuple(mask.shape) != tuple(param.shape):
-            raise ValueError(
-                f"`masks[{name!r}]` must be a boolean tensor of shape {tuple(param.shape)}, "
-                f"got {mask.dtype} {tuple(mask.shape)}."
-            )
-        start.append(mask)
+    check_masks(masks, prunable, "the prunable parameters")
+    start = [masks[name] for name in prunable]
     pruned = [m.numel() - int(torch.count_nonzero(m)) for m in start]
     if settings.scope == "global":
         groups = [("all prunable weights", sum(pruned), sum(p.numel() for p in prunable.values()))]

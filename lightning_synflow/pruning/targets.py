@@ -13,16 +13,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
-#: Module types whose ``weight`` is prunable by default (Hugging Face's ``Conv1D`` too, see :func:`is_hf_conv1d`).
-DEFAULT_PRUNABLE_MODULES: tuple[type[nn.Module], ...] = (
-    nn.Linear,
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.ConvTranspose1d,
-    nn.ConvTranspose2d,
-    nn.ConvTranspose3d,
-)
+from lightning_synflow.masks import DEFAULT_PRUNABLE_MODULES
 
 #: ``nn.MultiheadAttention`` parameters prunable by default (whichever it has; its ``out_proj`` is a Linear).
 ATTENTION_WEIGHTS: tuple[str, ...] = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
