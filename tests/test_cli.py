@@ -219,3 +219,54 @@ def test_python_m_exits_0_after_a_successful_fit(tmp_path, monkeypatch):
     except SystemExit as exit_info:
         code = exit_info.code
     assert code in (0, None)
+
+
+def _refusal_line(err):
+    assert "Traceback" not in err and len(err.splitlines()) < 15, err
+    return next(line for line in err.splitlines() if line.startswith("error: "))
+
+
+def test_floor_the_sparsity_cannot_meet_exits_2_with_one_line_at_fit_start(tmp_path, monkeypatch, capsys):
+    """SynFlowPruning refuses `min_density` when it prunes (fit start): an argument error like the others."""
+    monkeypatch.chdir(tmp_path)
+    quick = ["--trainer.callbacks.init_args.iterations", "2", "--trainer.callbacks.init_args.progress", "false"]
+    floor = ["--trainer.callbacks.init_args.min_density", "0.5"]
+    with pytest.raises(SystemExit) as error:
+        main(["fit", "--config", str(CONFIGS / "digits_synflow.yaml"), *FAST, *quick, *floor])
+    assert error.value.code == 2
+    err = capsys.readouterr().err
+    message = _refusal_line(err)
+    assert "`min_density` floors keep at least 101100 of the 202200 prunable weights" in message, message
+    assert "fit --help" in err
+
+
+def test_resume_with_other_settings_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
+    """The checkpoint's masks were made with sparsity 0.99; resuming with 0.9 is refused at fit start."""
+    monkeypatch.chdir(tmp_path)
+    quick = ["--trainer.callbacks.init_args.iterations", "2", "--trainer.callbacks.init_args.progress", "false"]
+    common = ["--config", str(CONFIGS / "digits_synflow.yaml"), "--trainer.logger", "false", *quick]
+    common += [
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.limit_train_batches",
+        "2",
+        "--test_after_fit",
+        "false",
+    ]
+    common += ["--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(tmp_path)]
+    assert main(["fit", *common, "--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "true"]) == 0
+    (checkpoint,) = (tmp_path / "checkpoints").glob("*.ckpt")
+    capsys.readouterr()
+    resumed = [
+        "--trainer.max_epochs",
+        "2",
+        "--ckpt_path",
+        str(checkpoint),
+        "--trainer.callbacks.init_args.sparsity",
+        "0.9",
+    ]
+    with pytest.raises(SystemExit) as error:
+        main(["fit", *common, *resumed])
+    assert error.value.code == 2
+    message = _refusal_line(capsys.readouterr().err)
+    assert "the checkpoint's masks were made with other settings" in message and "on_settings_change" in message

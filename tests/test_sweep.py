@@ -286,3 +286,45 @@ def test_refused_override_stops_before_any_run_and_can_be_corrected(tmp_path, ca
     # nothing ran, so the corrected command may use the same folder
     assert main(["sweep", "--config", DIGITS, *point, "--trainer.max_epochs", "1"]) == 0
     assert [r["status"] for r in read_results(tmp_path / "results.csv")] == ["ok"]
+
+
+def _bad_class_path(config):
+    config["model"]["class_path"] = "lightning_synflow.models.NoSuchClassifier"
+
+
+def _two_pruning_callbacks(config):
+    config["trainer"]["callbacks"] *= 2
+
+
+@pytest.mark.parametrize(
+    ("edit", "override", "message"),
+    [
+        (
+            _bad_class_path,
+            [],
+            "model: lightning_synflow.models.NoSuchClassifier: module 'lightning_synflow.models' has",
+        ),
+        (_two_pruning_callbacks, [], "has 2 SynFlowPruning callbacks; a sweep needs at most one."),
+        (None, ["--trainer.max_epochz", "1"], "unrecognized arguments: --trainer.max_epochz 1"),
+    ],
+)
+def test_refused_run_config_prints_the_sweep_commands_usage(tmp_path, capsys, edit, override, message):
+    """A bad class_path (or override) is reported by `sweep`, not by the LightningCLI parser each run uses inside."""
+    config = yaml.safe_load(Path(DIGITS).read_text())
+    if edit is not None:
+        edit(config)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    point = ["--method=synflow", "--compression=10", "--seed=0", "--quick", "--output", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as refused:
+        main(["sweep", "--config", str(path), *point, *override])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.splitlines()) == 2, err
+    usage, error = err.splitlines()
+    assert usage.endswith(
+        "sweep --config CONFIG [--methods ...] [--compressions ...] [--seeds N] [options] [overrides]"
+    )
+    assert "sweep: error: " in error and message in error, error
+    assert "-c CONFIG" not in err and "--help" not in err
+    assert not (tmp_path / "out" / "results.csv").exists()

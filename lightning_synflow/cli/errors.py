@@ -1,9 +1,12 @@
 """A refused configuration value ends as one ``error: ...`` line and exit code 2.
 
-Two kinds of refusal reach the user. jsonargparse refuses a value of the wrong type or outside a ``Literal``
+Three kinds of refusal reach the user. jsonargparse refuses a value of the wrong type or outside a ``Literal``
 while parsing; :class:`SynFlowArgumentParser` shortens its report to one line. A class of the configuration
 refuses a value in ``__init__`` (``MisconfigurationException``, e.g. ``SynFlowPruning(sparsity=1.5)``);
-:func:`find_misconfiguration` finds it so that the CLI reports it through the same parser.
+:func:`find_misconfiguration` finds it so that the CLI reports it through the same parser. ``SynFlowPruning``
+refuses a configuration once fit starts (a resumed run with other settings than the checkpoint's, a
+``min_density`` floor the sparsity cannot meet): :func:`raised_in` tells its ``MisconfigurationException`` from
+one raised elsewhere while training, which keeps its traceback.
 
 jsonargparse's errors are plain ``TypeError`` / ``ValueError`` / ``ArgumentError`` whose only content is their
 text: they carry no key, type or value as attributes, and the chain of causes adds only more text (a ``Union``
@@ -110,3 +113,14 @@ def find_misconfiguration(error: BaseException) -> MisconfigurationException | N
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
+
+
+def raised_in(error: BaseException, package: str) -> bool:
+    """Whether ``error`` was raised by the code of ``package`` (a module name): the innermost frame of its traceback."""
+    trace = error.__traceback__
+    if trace is None:
+        return False
+    while trace.tb_next is not None:
+        trace = trace.tb_next
+    module = str(trace.tb_frame.f_globals.get("__name__", ""))
+    return module == package or module.startswith(f"{package}.")

@@ -6,10 +6,12 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from lightning_synflow.cli.errors import SynFlowArgumentParser, find_misconfiguration
+from lightning_synflow import callback
+from lightning_synflow.cli.errors import SynFlowArgumentParser, find_misconfiguration, raised_in
 from lightning_synflow.cli.program import program_name, silence_noise
 
 #: The LightningCLI arguments every run of this package shares. Any LightningModule and LightningDataModule
@@ -36,8 +38,11 @@ class SynFlowCLI(LightningCLI):
     """LightningCLI in subclass mode, which also tests the fitted model when ``test_after_fit`` is set.
 
     A value refused by a class of the configuration (``MisconfigurationException`` from ``__init__``, e.g.
-    ``SynFlowPruning(sparsity=1.5)``) ends like LightningCLI's own argument errors: a short ``error: ...`` on
-    stderr and exit code 2. Errors raised while running the subcommand (training) keep their traceback.
+    ``SynFlowPruning(sparsity=1.5)``), or a configuration ``SynFlowPruning`` refuses once the subcommand runs
+    (its ``MisconfigurationException`` at fit start: a resumed run with other settings than the checkpoint's, a
+    ``min_density`` floor the sparsity cannot meet), ends like LightningCLI's own argument errors: a short
+    ``error: ...`` on stderr and exit code 2. Any other error raised while running the subcommand (training)
+    keeps its traceback.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -59,6 +64,18 @@ class SynFlowCLI(LightningCLI):
             if refused is None:
                 raise
             self._parser(self.subcommand).error(str(refused), error)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Run the subcommand as LightningCLI does; SynFlowPruning's refusal becomes an argument error (exit code 2).
+
+        LightningCLI has no public hook around the subcommand's run, hence this override of its private method.
+        """
+        try:
+            super()._run_subcommand(subcommand)
+        except MisconfigurationException as error:
+            if not raised_in(error, callback.__name__):
+                raise
+            self._parser(subcommand).error(str(error), error)
 
     def after_fit(self) -> None:
         """Run the test loop on the final (pruned and trained) weights when asked to."""

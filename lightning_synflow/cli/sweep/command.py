@@ -14,7 +14,7 @@ from pathlib import Path
 from lightning_synflow.cli.program import subcommand_name
 from lightning_synflow.cli.sweep.grid import DEFAULT_METHODS, Sweep, expand_grid
 from lightning_synflow.cli.sweep.results import SweepError
-from lightning_synflow.cli.sweep.run import run_sweep
+from lightning_synflow.cli.sweep.run import RunRefused, run_sweep
 from lightning_synflow.cli.sweep.wandb_sweep import wandb_sweep_config, write_wandb_sweep
 
 
@@ -114,6 +114,7 @@ def sweep_main(args: Sequence[str]) -> int:
 
     Returns:
         The exit code of :func:`~lightning_synflow.cli.sweep.run.run_sweep`, or 0 after writing the W&B file.
+        A refused argument or config value exits with code 2 and this command's usage.
     """
     sweep, wandb_file, axes = parse_sweep(args)
     if wandb_file is not None:
@@ -122,5 +123,5 @@ def sweep_main(args: Sequence[str]) -> int:
         return 0
     try:
         return run_sweep(sweep)
-    except SweepError as error:
+    except (SweepError, RunRefused) as error:
         sweep_parser().error(str(error))

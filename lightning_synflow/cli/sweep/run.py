@@ -16,12 +16,13 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from lightning.pytorch import Callback
 from lightning.pytorch.loggers import Logger
 
 from lightning_synflow.callback.synflow_pruning import SynFlowPruning
+from lightning_synflow.cli.errors import SynFlowArgumentParser, condense
 from lightning_synflow.cli.fit import ANY_MODEL_AND_DATA, SynFlowCLI
 from lightning_synflow.cli.program import silence_noise, subcommand_name
 from lightning_synflow.cli.sweep.config import SweepConfigError, edit_run_config
@@ -32,6 +33,24 @@ from lightning_synflow.report import layer_stats, total_sparsity
 
 #: Exit code of a sweep stopped by Ctrl+C (the shell's convention for SIGINT).
 INTERRUPTED = 130
+
+
+class RunRefused(ValueError):
+    """A grid point's arguments or config values refused by LightningCLI: every run of the sweep would be alike.
+
+    The sweep reports it as its own argument error, so the usage shown is the ``sweep`` command's, the one the
+    user typed, not that of the LightningCLI parser each run uses inside.
+    """
+
+
+class _RunArgumentParser(SynFlowArgumentParser):
+    """The parser of one grid point: a refusal raises :class:`RunRefused` instead of printing this parser's usage."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        """Raise :class:`RunRefused` with the short message (jsonargparse's inner parsers raise as they do)."""
+        if not self.exit_on_error:
+            super().error(message, ex)
+        raise RunRefused(condense(message)) from ex
 
 
 class _Recorder(Logger):
@@ -81,7 +100,11 @@ class _RunCLI(SynFlowCLI):
 
 
 def _build(sweep: Sweep, point: GridPoint, run_dir: Path) -> _RunCLI:
-    """Parse and instantiate one run (argument errors exit with code 2, as ``fit`` does)."""
+    """Parse and instantiate one run.
+
+    Raises:
+        RunRefused: the arguments or a value of the config were refused.
+    """
     with warnings.catch_warnings():
         # The sweep's own command line is in sys.argv; each run's arguments are `args`, on purpose.
         warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter")
@@ -93,6 +116,7 @@ def _build(sweep: Sweep, point: GridPoint, run_dir: Path) -> _RunCLI:
             args=sweep.cli_args(point),
             run=False,
             save_config_kwargs={"overwrite": True},
+            parser_class=_RunArgumentParser,
             parser_kwargs={"prog": subcommand_name("sweep")},
         )
 
@@ -140,7 +164,7 @@ def run_point(sweep: Sweep, point: GridPoint) -> dict[str, Any]:
     """Run one grid point; its ``results.csv`` row. An exception in the run is recorded, never raised.
 
     Raises:
-        SystemExit: the configuration or arguments were refused (exit code 2): every run would fail alike.
+        RunRefused: the configuration or arguments were refused: every run would fail alike.
         KeyboardInterrupt: Ctrl+C.
     """
     run_dir = sweep.output / "runs" / point.label
@@ -157,6 +181,8 @@ def run_point(sweep: Sweep, point: GridPoint) -> dict[str, Any]:
         cli = _build(sweep, point, run_dir)
         row.update(_fit_and_test(cli, sweep.metric))
         row["status"], failed = "ok", False
+    except RunRefused:
+        raise
     except Exception as error:
         message = " ".join(f"{type(error).__name__}: {error}".split())
         row.update(status="failed", error=message[:500])
@@ -197,6 +223,10 @@ def run_sweep(sweep: Sweep) -> int:
     Returns:
         0 when every run of this call succeeded, 1 when one failed (recorded, the others still ran), 130 when
         stopped by Ctrl+C (``results.csv`` holds every finished run; rerunning the same command resumes).
+
+    Raises:
+        RunRefused: LightningCLI refused a run's arguments or config values (before that run started).
+        SweepError: the output folder holds another sweep's results.
     """
     check_identity(sweep)
     done = {key for key, row in latest(read_results(sweep.results)).items() if row["status"] == "ok"}
