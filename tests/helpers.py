@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+"""The repository's root folder (configs/, examples/, docs/ and the package live there)."""
 
 
 def mlp(widths: list[int], bias: bool = True, classes: int = 3) -> nn.Sequential:

@@ -8,8 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_synflow import SynFlowPruning
-
-from .helpers import StepChecker, quiet_trainer
+from tests.helpers import StepChecker, quiet_trainer
 
 
 class ChannelsLastConvNet(LightningModule):

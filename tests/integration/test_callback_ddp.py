@@ -10,8 +10,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_synflow import SynFlowPruning, masks_from_checkpoint
-
-from .helpers import SmallNet, quiet_trainer
+from tests.helpers import SmallNet, quiet_trainer
 
 
 class DivergeRandomness(Callback):

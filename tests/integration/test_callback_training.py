@@ -5,8 +5,7 @@ import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 
 from lightning_synflow import SynFlowPruning
-
-from .helpers import SmallNet, StepChecker, quiet_trainer
+from tests.helpers import SmallNet, StepChecker, quiet_trainer
 
 
 def _fit(model, pruning, **trainer_kwargs):

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "digits_synflow.yaml"
+from tests.helpers import REPO_ROOT
+
+CONFIG = REPO_ROOT / "configs" / "digits_synflow.yaml"
 SCRIPT = Path(sys.executable).parent / "lightning-synflow"
 MODULE = [sys.executable, "-m", "lightning_synflow"]
 QUICK = [

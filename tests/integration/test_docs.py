@@ -23,8 +23,9 @@ import pytest
 import yaml
 
 import lightning_synflow
+from tests.helpers import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 DOCS = ROOT / "docs"
 DEFAULT_CONFIG = ROOT / "configs" / "digits_synflow.yaml"
 OPTIONAL_DEPENDENCIES = ("wandb", "torchvision", "transformers")

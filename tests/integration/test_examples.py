@@ -1,11 +1,12 @@
 """Every example script runs offline in a reduced form."""
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+from tests.helpers import REPO_ROOT
+
+EXAMPLES = REPO_ROOT / "examples"
 
 
 def _load(name):

@@ -6,14 +6,14 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
 
 from lightning_synflow.pruning import alive as alive_module
 from lightning_synflow.pruning.alive import AliveSet
+from tests.helpers import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 #: Prunes a bias-free 4 x 4096^2 MLP (67M weights, 256 MiB); prints its peak extra RSS over the weights
 #: after the first iteration and in all.

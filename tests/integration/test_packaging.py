@@ -1,9 +1,10 @@
 """Release hygiene: the license the metadata declares is shipped (the wheel's check is in .ci/wheel_check)."""
 
 import configparser
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO_ROOT
+
+ROOT = REPO_ROOT
 
 
 def test_license_file_is_the_mit_text_with_the_contributors_as_holder():

@@ -3,11 +3,12 @@
 import csv
 import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
-PAPER = Path(__file__).resolve().parents[1] / "examples" / "paper"
+from tests.helpers import REPO_ROOT
+
+PAPER = REPO_ROOT / "examples" / "paper"
 SCRIPTS = [
     "fig1_layer_collapse",
     "fig_layerwise_collapse",

@@ -482,7 +482,7 @@ def test_a_failing_pruning_stops_every_rank_with_a_clear_error(runs):
 def test_unsharded_module_and_fsdp1_are_refused():
     from lightning.pytorch.strategies import FSDPStrategy
 
-    from .helpers import quiet_trainer
+    from tests.helpers import quiet_trainer
 
     with pytest.raises(MisconfigurationException, match=r"not sharded \(not DTensors\): \['net.0.weight'.*fully_shard"):
         check_sharded_module(ShardedModule(), SynFlowPruning(sparsity=0.9).settings)

@@ -16,8 +16,7 @@ from lightning_synflow import SynFlowPruning, prune, score
 from lightning_synflow.pruning import select_prunable
 from lightning_synflow.pruning.inputs import output_sum, synflow_batch, validate_example_input
 from lightning_synflow.report import format_table, layer_stats, layers_emptied, weight_positions
-
-from .helpers import quiet_trainer
+from tests.helpers import quiet_trainer
 
 TOKENS = {"input_ids": torch.zeros(2, 8, dtype=torch.long)}
 SPECIAL = {"bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}  # inside the tiny vocabulary

@@ -17,8 +17,9 @@ from lightning_synflow.checkpoint_format import STATE_VERSION, masks_from_checkp
 from lightning_synflow.export.sparse_file import save_sparse
 from lightning_synflow.masks import apply_masks, check_masks, pack_mask, unpack_mask
 from lightning_synflow.pruning.settings import PruningSettings
+from tests.helpers import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 def _tied() -> nn.Sequential:

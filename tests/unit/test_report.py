@@ -19,8 +19,7 @@ from lightning_synflow.report import (
     summary_metrics,
     weight_positions,
 )
-
-from .helpers import SmallNet, quiet_trainer
+from tests.helpers import SmallNet, quiet_trainer
 
 
 def _conv_pool_linear() -> nn.Sequential:

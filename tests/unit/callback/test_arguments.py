@@ -5,8 +5,7 @@ import torch
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lightning_synflow import SynFlowPruning
-
-from .helpers import SmallNet, quiet_trainer
+from tests.helpers import SmallNet, quiet_trainer
 
 
 @pytest.mark.parametrize(

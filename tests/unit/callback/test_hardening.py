@@ -16,8 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_synflow import SynFlowPruning, masks_from_checkpoint, prune
 from lightning_synflow.callback.upkeep import MaskUpkeep
-
-from .helpers import SmallNet, StepChecker, quiet_trainer
+from tests.helpers import SmallNet, StepChecker, quiet_trainer
 
 
 def _quiet(**kwargs):

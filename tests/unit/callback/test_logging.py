@@ -7,8 +7,7 @@ import pytest
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from lightning_synflow import SynFlowPruning
-
-from .helpers import SmallNet, quiet_trainer
+from tests.helpers import SmallNet, quiet_trainer
 
 LAYERS = ["net.0.weight", "net.2.weight", "net.4.weight", "head2.weight"]
 

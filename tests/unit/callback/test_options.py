@@ -11,8 +11,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning_synflow import SynFlowPruning, prune
 from lightning_synflow.callback.state import differences, unpack_state
 from lightning_synflow.pruning import LayerCollapseWarning
-
-from .helpers import SmallNet, quiet_trainer
+from tests.helpers import SmallNet, quiet_trainer
 
 OPTIONS = [
     {"shuffle": True, "seed": 3},

@@ -22,8 +22,7 @@ from lightning_synflow.masks import pack_mask
 from lightning_synflow.pruning.api import prune_with
 from lightning_synflow.pruning.loop import ScoringData
 from lightning_synflow.pruning.schedule import exact_fraction, prune_count
-
-from .helpers import StepChecker, quiet_trainer
+from tests.helpers import StepChecker, quiet_trainer
 
 LR = 0.01
 FAST = dict(iterations=4, progress=False, verbose=False)

@@ -5,8 +5,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_synflow import SynFlowPruning
-
-from .helpers import SmallNet, StepChecker, quiet_trainer
+from tests.helpers import SmallNet, StepChecker, quiet_trainer
 
 
 def _train_and_save(tmp_path, **kwargs):

@@ -11,8 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_synflow import SynFlowPruning, load_pruned
-
-from .helpers import StepChecker, quiet_trainer
+from tests.helpers import StepChecker, quiet_trainer
 
 
 class Wide(LightningModule):

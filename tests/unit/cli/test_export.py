@@ -1,14 +1,13 @@
 """``lightning-synflow export``: a digits-demo checkpoint to a compact file, dense or shrunk."""
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from lightning_synflow.cli import build_model, cli_main, main
 from lightning_synflow.export import load_sparse, resize_to_state_dict
+from tests.helpers import REPO_ROOT
 
-CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "digits_synflow.yaml")
+CONFIG = str(REPO_ROOT / "configs" / "digits_synflow.yaml")
 
 
 @pytest.fixture(scope="module")

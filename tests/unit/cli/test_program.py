@@ -3,14 +3,14 @@
 import runpy
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import yaml
 
 from lightning_synflow.cli import cli_main, main
+from tests.helpers import REPO_ROOT
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = REPO_ROOT / "configs"
 FAST = ["--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false"]
 DIGITS_AS_CIFAR = [
     "--data",

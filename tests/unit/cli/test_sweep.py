@@ -18,8 +18,9 @@ from lightning_synflow.cli.sweep.command import parse_sweep
 from lightning_synflow.cli.sweep.grid import GridPoint, expand_grid
 from lightning_synflow.cli.sweep.results import read_results
 from lightning_synflow.cli.sweep.summary import plot_results
+from tests.helpers import REPO_ROOT
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = REPO_ROOT / "configs"
 DIGITS = str(CONFIGS / "digits_synflow.yaml")
 GRID = ["--methods", "synflow,magnitude", "--compressions", "10,100", "--seeds", "1", "--quick"]
 # The quick runs score SynFlow in 5 iterations (the config's own `iterations: 100` would take most of the time).

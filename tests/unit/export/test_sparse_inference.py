@@ -14,7 +14,7 @@ from lightning_synflow.export.sparse_inference import (
 )
 from lightning_synflow.masks import apply_masks
 from tests.helpers import convnet, mlp
-from tests.test_sparse_file import random_masks
+from tests.unit.export.test_sparse_file import random_masks
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -5,7 +5,7 @@ import torch
 
 from lightning_synflow.export.speed import SpeedReport, speed_report
 from tests.helpers import mlp
-from tests.test_sparse_file import random_masks
+from tests.unit.export.test_sparse_file import random_masks
 
 
 def tiny():

@@ -9,8 +9,7 @@ from torch import nn
 from lightning_synflow import prune
 from lightning_synflow.pruning import score
 from lightning_synflow.pruning.schedule import prune_count
-
-from .helpers import convnet
+from tests.helpers import convnet
 
 METHODS = ["synflow", "magnitude", "random", "snip", "grasp"]
 

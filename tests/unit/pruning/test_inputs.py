@@ -9,8 +9,7 @@ from torch.nn import functional as F
 
 from lightning_synflow import prune
 from lightning_synflow.pruning import score
-
-from .helpers import convnet, mlp
+from tests.helpers import convnet, mlp
 
 
 def _data():

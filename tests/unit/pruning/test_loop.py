@@ -14,8 +14,7 @@ from lightning_synflow.pruning.api import prune_with
 from lightning_synflow.pruning.loop import ScoringData
 from lightning_synflow.pruning.schedule import exact_fraction, prune_count, schedule_densities
 from lightning_synflow.pruning.settings import PruningSettings
-
-from .helpers import convnet, mlp
+from tests.helpers import convnet, mlp
 
 
 def _snapshot(model):

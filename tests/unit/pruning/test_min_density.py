@@ -18,8 +18,7 @@ from lightning_synflow.pruning.api import prune_with
 from lightning_synflow.pruning.loop import ScoringData
 from lightning_synflow.pruning.schedule import prune_count, schedule_densities
 from lightning_synflow.pruning.settings import PruningSettings
-
-from .helpers import mlp
+from tests.helpers import mlp
 
 
 def _kept(masks: dict[str, torch.Tensor]) -> dict[str, int]:

@@ -8,8 +8,7 @@ import torch
 
 from lightning_synflow import prune
 from lightning_synflow.models import MLP, cifar_resnet, vgg16
-
-from .reference_semantics import reference_prune
+from tests.reference_semantics import reference_prune
 
 EXAMPLES = {
     "vgg16_bn": (lambda: vgg16(10), torch.zeros(1, 3, 32, 32)),

@@ -8,10 +8,9 @@ from torch import nn
 from lightning_synflow import prune
 from lightning_synflow.models import MLP, cifar_resnet, vgg16
 from lightning_synflow.pruning import LayerCollapseWarning, score
-
-from .helpers import convnet, linearized_flow, mlp
-from .imagenet_models import densenet121, efficientnet_b0, imagenet_resnet
-from .reference_semantics import reference_scores
+from tests.helpers import convnet, linearized_flow, mlp
+from tests.imagenet_models import densenet121, efficientnet_b0, imagenet_resnet
+from tests.reference_semantics import reference_scores
 
 
 def _layer_sums(scores):

@@ -17,9 +17,8 @@ from lightning_synflow.pruning.finish import reinitialize_seed, shuffle_masks
 from lightning_synflow.pruning.loop import ScoringData
 from lightning_synflow.pruning.schedule import prune_count, schedule_densities
 from lightning_synflow.pruning.settings import PruningSettings
-
-from .helpers import convnet, mlp
-from .reference_semantics import reference_scores
+from tests.helpers import convnet, mlp
+from tests.reference_semantics import reference_scores
 
 
 def _flat(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
