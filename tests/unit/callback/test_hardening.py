@@ -12,22 +12,15 @@ from lightning.pytorch.callbacks import BaseFinetuning, ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from lightning_synflow import SynFlowPruning, masks_from_checkpoint, prune
 from lightning_synflow.callback.upkeep import MaskUpkeep
-from tests.helpers import SmallNet, StepChecker, quiet_trainer
+from tests.helpers import SmallNet, StepChecker, TinyClassifier, quiet_trainer, random_batches
 
 
 def _quiet(**kwargs):
     return SynFlowPruning(progress=False, verbose=False, **kwargs)
-
-
-def _data(features=32, classes=4, n=64, batch_size=8):
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(n, features, generator=generator)
-    y = (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()
-    return DataLoader(TensorDataset(x, y % classes), batch_size=batch_size)
 
 
 def _assert_pruned_zero(model, masks):
@@ -39,24 +32,14 @@ def _assert_pruned_zero(model, masks):
 # -- 1. parameter groups added during fit ----------------------------------------------------------
 
 
-class ThreeLayers(LightningModule):
+class ThreeLayers(TinyClassifier):
     def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(32, 24), nn.ReLU(), nn.Linear(24, 24), nn.ReLU(), nn.Linear(24, 4))
-        self.example_input_array = torch.zeros(1, 32)
-
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return nn.functional.cross_entropy(self(x), y)
+        super().__init__(
+            nn.Sequential(nn.Linear(32, 24), nn.ReLU(), nn.Linear(24, 24), nn.ReLU(), nn.Linear(24, 4)), 32
+        )
 
     def configure_optimizers(self):
         return torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=0.05)
-
-    def train_dataloader(self):
-        return _data()
 
 
 class UnfreezeFirstLayer(BaseFinetuning):
@@ -451,7 +434,7 @@ class DictBatches(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
     def train_dataloader(self):
-        rows = [{"features": x, "label": y} for x, y in _data().dataset]
+        rows = [{"features": x, "label": y} for x, y in random_batches().dataset]
         return DataLoader(rows, batch_size=8)
 
 

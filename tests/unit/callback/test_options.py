@@ -2,7 +2,6 @@
 
 import copy
 import math
-import textwrap
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning_synflow import SynFlowPruning, prune
 from lightning_synflow.callback.state import differences, unpack_state
 from lightning_synflow.pruning import LayerCollapseWarning
-from tests.helpers import SmallNet, quiet_trainer
+from tests.helpers import SmallNet, digits_mlp_config, quiet_trainer
 
 OPTIONS = [
     {"shuffle": True, "seed": 3},
@@ -86,45 +85,21 @@ def test_seed_counts_on_resume_when_shuffle_or_reinitialize_draws_from_it():
     assert "shuffle" in found and "seed" not in found
 
 
-CONFIG = """
-seed_everything: 0
-model:
-  class_path: lightning_synflow.models.ImageClassifier
-  init_args:
-    model:
-      class_path: lightning_synflow.models.MLP
-      init_args: {in_features: 64, hidden: [16], num_classes: 10}
-    num_classes: 10
-    input_shape: [64]
-data:
-  class_path: lightning_synflow.data.DigitsDataModule
-trainer:
-  max_epochs: 1
-  limit_train_batches: 1
-  limit_val_batches: 0
-  logger: false
-  enable_checkpointing: false
-  enable_progress_bar: false
-  callbacks:
-    - class_path: lightning_synflow.SynFlowPruning
-      init_args:
-        sparsity: 0.9
-        iterations: 3
-        invert: false
-        shuffle: true
-        seed: 4
-        min_density:
-          "*": 0.05
-"""
+CONFIG = digits_mlp_config(
+    trainer={"max_epochs": 1, "limit_train_batches": 1},
+    pruning={
+        "sparsity": 0.9,
+        "iterations": 3,
+        "invert": False,
+        "shuffle": True,
+        "seed": 4,
+        "min_density": {"*": 0.05},
+    },
+)
 
 
-def test_options_from_yaml(tmp_path, monkeypatch):
-    from lightning_synflow.cli import cli_main
-
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "config.yaml").write_text(textwrap.dedent(CONFIG))
-    cli = cli_main(["fit", "--config", str(tmp_path / "config.yaml"), "--trainer.callbacks.init_args.verbose", "false"])
-    (pruning,) = [c for c in cli.trainer.callbacks if isinstance(c, SynFlowPruning)]
+def test_options_from_yaml(fit_config):
+    pruning = fit_config(CONFIG)
     assert pruning.shuffle is True and pruning.min_density == {"*": 0.05}
     for name, mask in pruning.masks.items():
         assert int(mask.sum()) >= math.ceil(0.05 * mask.numel()), name

@@ -2,17 +2,15 @@
 judged from observer callbacks placed before and after ``SynFlowPruning``; resume between rounds; YAML."""
 
 import copy
-import textwrap
 from dataclasses import replace
 from fractions import Fraction
 
 import pytest
 import torch
-from lightning.pytorch import Callback, LightningModule
+from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_synflow import SynFlowPruning, masks_from_checkpoint, prune
 from lightning_synflow.callback.rounds import RoundSchedule
@@ -22,31 +20,17 @@ from lightning_synflow.masks import pack_mask
 from lightning_synflow.pruning.api import prune_with
 from lightning_synflow.pruning.loop import ScoringData
 from lightning_synflow.pruning.schedule import exact_fraction, prune_count
-from tests.helpers import StepChecker, quiet_trainer
+from tests.helpers import StepChecker, TinyClassifier, digits_mlp_config, quiet_trainer
 
 LR = 0.01
 FAST = dict(iterations=4, progress=False, verbose=False)
 
 
-class BatchNormNet(LightningModule):
+class BatchNormNet(TinyClassifier):
     """Linear-BatchNorm-ReLU-Linear, Adam and an LR halved every epoch: weights, buffers, state and LR all move."""
 
     def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(16, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, 4))
-        self.example_input_array = torch.zeros(1, 16)
-
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return nn.functional.cross_entropy(self(x), y)
-
-    def train_dataloader(self):
-        generator = torch.Generator().manual_seed(0)
-        x = torch.randn(32, 16, generator=generator)
-        return DataLoader(TensorDataset(x, (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()), batch_size=8)
+        super().__init__(nn.Sequential(nn.Linear(16, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, 4)), 16, 32)
 
     def configure_optimizers(self):
         optimizer = torch.optim.Adam(self.parameters(), lr=LR)
@@ -402,42 +386,14 @@ def test_version_2_states_are_still_read_and_newer_ones_refused():
 
 # -- YAML and --help --------------------------------------------------------------------------------------------
 
-CONFIG = """
-seed_everything: 0
-model:
-  class_path: lightning_synflow.models.ImageClassifier
-  init_args:
-    model:
-      class_path: lightning_synflow.models.MLP
-      init_args: {in_features: 64, hidden: [16], num_classes: 10}
-    num_classes: 10
-    input_shape: [64]
-data:
-  class_path: lightning_synflow.data.DigitsDataModule
-trainer:
-  max_epochs: 3
-  limit_train_batches: 2
-  limit_val_batches: 0
-  logger: false
-  enable_checkpointing: false
-  enable_progress_bar: false
-  callbacks:
-    - class_path: lightning_synflow.SynFlowPruning
-      init_args:
-        sparsity: 0.9
-        iterations: 3
-        prune_epoch: 1
-        levels: 2
-"""
+CONFIG = digits_mlp_config(
+    trainer={"max_epochs": 3, "limit_train_batches": 2},
+    pruning={"sparsity": 0.9, "iterations": 3, "prune_epoch": 1, "levels": 2},
+)
 
 
-def test_prune_epoch_and_levels_from_yaml(tmp_path, monkeypatch):
-    from lightning_synflow.cli import cli_main
-
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "config.yaml").write_text(textwrap.dedent(CONFIG))
-    cli = cli_main(["fit", "--config", str(tmp_path / "config.yaml"), "--trainer.callbacks.init_args.verbose", "false"])
-    (pruning,) = [c for c in cli.trainer.callbacks if isinstance(c, SynFlowPruning)]
+def test_prune_epoch_and_levels_from_yaml(fit_config):
+    pruning = fit_config(CONFIG)
     assert (pruning.prune_epoch, pruning.levels) == (1, 2)
     total = _total(pruning.masks)
     assert _kept(pruning.masks) == total - int(0.9 * total)

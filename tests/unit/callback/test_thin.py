@@ -2,39 +2,25 @@
 
 import pytest
 import torch
-from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_synflow import SynFlowPruning, load_pruned
-from tests.helpers import StepChecker, quiet_trainer
+from tests.helpers import StepChecker, TinyClassifier, quiet_trainer
 
 
-class Wide(LightningModule):
+class Wide(TinyClassifier):
     def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(32, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 4))
-        self.example_input_array = torch.zeros(1, 32)
-
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return nn.functional.cross_entropy(self(x), y)
+        super().__init__(
+            nn.Sequential(nn.Linear(32, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 4)), 32
+        )
 
     def configure_optimizers(self):
         optimizer = torch.optim.Adam(self.parameters(), lr=0.01)
         return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.StepLR(optimizer, 1, 0.5)}
-
-    def train_dataloader(self):
-        generator = torch.Generator().manual_seed(0)
-        x = torch.randn(64, 32, generator=generator)
-        return DataLoader(TensorDataset(x, (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()), batch_size=8)
 
 
 def _shrinking(**kwargs):

@@ -14,7 +14,7 @@ from lightning_synflow.pruning.api import prune_with
 from lightning_synflow.pruning.loop import ScoringData
 from lightning_synflow.pruning.schedule import exact_fraction, prune_count, schedule_densities
 from lightning_synflow.pruning.settings import PruningSettings
-from tests.helpers import convnet, mlp
+from tests.helpers import WithUnused, convnet, mlp
 
 
 def _snapshot(model):
@@ -203,15 +203,6 @@ def test_pruning_keeps_the_parameters_storage():
 
 
 def test_weight_outside_the_flow_scores_zero_and_goes_first():
-    class WithUnused(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.used = nn.Linear(8, 8)
-            self.unused = nn.Linear(8, 8)
-
-        def forward(self, x):
-            return self.used(x)
-
     model = WithUnused()
     with pytest.warns(UserWarning, match="score of exactly zero"):
         masks = prune(model, sparsity=0.5, example_input=torch.zeros(1, 8), iterations=3)

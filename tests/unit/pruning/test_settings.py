@@ -17,7 +17,7 @@ from lightning_synflow.pruning.finish import reinitialize_seed, shuffle_masks
 from lightning_synflow.pruning.loop import ScoringData
 from lightning_synflow.pruning.schedule import prune_count, schedule_densities
 from lightning_synflow.pruning.settings import PruningSettings
-from tests.helpers import convnet, mlp
+from tests.helpers import WithUnused, convnet, mlp
 from tests.reference_semantics import reference_scores
 
 
@@ -78,15 +78,6 @@ def test_invert_random_is_exact_and_seeded():
 
 def test_iterative_invert_keeps_zero_score_weights_longest_and_counts_stay_exact():
     """Zero-score (no flow) weights go first without invert and last with it; every step reaches its count."""
-
-    class WithUnused(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.used = nn.Linear(8, 8)
-            self.unused = nn.Linear(8, 8)
-
-        def forward(self, x):
-            return self.used(x)
 
     torch.manual_seed(0)
     model = WithUnused()
