@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 """The repository's root folder (configs/, examples/, docs/ and the package live there)."""
+
+
+def slow_cases(cases: Iterable[object], slow: Collection[object]) -> list[object]:
+    """``cases`` for ``pytest.mark.parametrize``, the ones in ``slow`` marked ``slow`` (same test ids)."""
+    return [
+        pytest.param(*c if isinstance(c, tuple) else (c,), marks=pytest.mark.slow) if c in slow else c for c in cases
+    ]
 
 
 def mlp(widths: list[int], bias: bool = True, classes: int = 3) -> nn.Sequential:

@@ -12,6 +12,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning_synflow import SynFlowPruning, masks_from_checkpoint
 from tests.helpers import SmallNet, quiet_trainer
 
+pytestmark = pytest.mark.slow  # spawns two DDP processes per case
+
 
 class DivergeRandomness(Callback):
     """Give every rank a different global RNG, so unsynchronized random masks would differ."""

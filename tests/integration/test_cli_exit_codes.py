@@ -14,6 +14,8 @@ import pytest
 
 from tests.helpers import REPO_ROOT
 
+pytestmark = pytest.mark.slow  # runs the console script in subprocesses
+
 CONFIG = REPO_ROOT / "configs" / "digits_synflow.yaml"
 SCRIPT = Path(sys.executable).parent / "lightning-synflow"
 MODULE = [sys.executable, "-m", "lightning_synflow"]

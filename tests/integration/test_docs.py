@@ -25,6 +25,8 @@ import yaml
 import lightning_synflow
 from tests.helpers import REPO_ROOT
 
+pytestmark = pytest.mark.slow  # builds the docs with Sphinx and runs their examples
+
 ROOT = REPO_ROOT
 DOCS = ROOT / "docs"
 DEFAULT_CONFIG = ROOT / "configs" / "digits_synflow.yaml"

@@ -6,6 +6,8 @@ import pytest
 
 from tests.helpers import REPO_ROOT
 
+pytestmark = pytest.mark.slow  # runs the example scripts
+
 EXAMPLES = REPO_ROOT / "examples"
 
 

@@ -7,7 +7,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import REPO_ROOT
+
+pytestmark = pytest.mark.slow  # runs the GPU check script in a subprocess
 
 ROOT = REPO_ROOT
 

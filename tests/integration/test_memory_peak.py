@@ -7,11 +7,14 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from lightning_synflow.pruning import alive as alive_module
 from lightning_synflow.pruning.alive import AliveSet
 from tests.helpers import REPO_ROOT
+
+pytestmark = pytest.mark.slow  # prunes a 256 MiB MLP in a subprocess
 
 ROOT = REPO_ROOT
 

@@ -2,7 +2,11 @@
 
 import configparser
 
+import pytest
+
 from tests.helpers import REPO_ROOT
+
+pytestmark = pytest.mark.slow  # builds the package
 
 ROOT = REPO_ROOT
 

@@ -8,6 +8,8 @@ import pytest
 
 from tests.helpers import REPO_ROOT
 
+pytestmark = pytest.mark.slow  # runs the paper scripts in quick mode
+
 PAPER = REPO_ROOT / "examples" / "paper"
 SCRIPTS = [
     "fig1_layer_collapse",

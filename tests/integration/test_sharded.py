@@ -20,6 +20,8 @@ from lightning_synflow.pruning.api import prune_with
 from lightning_synflow.pruning.loop import ScoringData
 from lightning_synflow.pruning.settings import PruningSettings
 
+pytestmark = pytest.mark.slow  # spawns FSDP2 process groups
+
 WORLD = 2
 
 #: prune() runs compared with a single-process prune: SynFlow (global, local), magnitude with forced ties, random.

@@ -18,6 +18,8 @@ from lightning_synflow.pruning.inputs import output_sum, synflow_batch, validate
 from lightning_synflow.report import format_table, layer_stats, layers_emptied, weight_positions
 from tests.helpers import quiet_trainer
 
+pytestmark = pytest.mark.slow  # builds Hugging Face models from configs
+
 TOKENS = {"input_ids": torch.zeros(2, 8, dtype=torch.long)}
 SPECIAL = {"bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}  # inside the tiny vocabulary
 

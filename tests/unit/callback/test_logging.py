@@ -42,6 +42,7 @@ def test_tensorboard_logger(tmp_path):
     assert {"pruning/sparsity", *(f"pruning/sparsity/{n}" for n in LAYERS)} <= set(events.Tags()["scalars"])
 
 
+@pytest.mark.slow  # starts a W&B offline run
 def test_wandb_offline_receives_metrics_table_and_chart(tmp_path, monkeypatch):
     wandb = pytest.importorskip("wandb")
     from lightning.pytorch.loggers import WandbLogger

@@ -128,6 +128,7 @@ def test_command_line_axes_single_point_and_overrides(capsys):
         assert refused.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.slow  # runs sweeps of real fits
 def test_quick_sweep_writes_csv_plot_and_summary(quick_sweep):
     output, code, printed = quick_sweep
     assert code == 0
@@ -150,6 +151,7 @@ def test_quick_sweep_writes_csv_plot_and_summary(quick_sweep):
     assert any(line.startswith("magnitude") and "(1)" in line for line in printed.splitlines())
 
 
+@pytest.mark.slow  # runs sweeps of real fits
 def test_rerun_skips_finished_runs_and_runs_only_new_points(quick_sweep, monkeypatch, capsys):
     output, _, _ = quick_sweep
     called = []
@@ -170,6 +172,7 @@ def test_rerun_skips_finished_runs_and_runs_only_new_points(quick_sweep, monkeyp
     assert "other settings (overrides:" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # runs sweeps of real fits
 def test_failed_run_is_recorded_sweep_goes_on_and_rerun_retries_it(tmp_path, monkeypatch, capsys):
     (tmp_path / "sweep_no_shape.py").write_text(textwrap.dedent(NO_SHAPE_MODULE))
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -190,6 +193,7 @@ def test_failed_run_is_recorded_sweep_goes_on_and_rerun_retries_it(tmp_path, mon
     assert [r["method"] for r in read_results(tmp_path / "out" / "results.csv")] == ["synflow", "magnitude", "synflow"]
 
 
+@pytest.mark.slow  # runs sweeps of real fits
 def test_ctrl_c_stops_the_sweep_with_the_csv_intact(tmp_path, monkeypatch, capsys):
     from lightning_synflow import SynFlowPruning
     from lightning_synflow.models import ImageClassifier
@@ -216,6 +220,7 @@ def test_ctrl_c_stops_the_sweep_with_the_csv_intact(tmp_path, monkeypatch, capsy
     assert [(r["method"], r["status"]) for r in read_results(tmp_path / "results.csv")] == [("random", "ok")]
 
 
+@pytest.mark.slow  # runs sweeps of real fits
 def test_plot_needs_matplotlib_and_says_so(quick_sweep, tmp_path, monkeypatch, capsys):
     rows = [r for r in read_results(quick_sweep[0] / "results.csv") if r["status"] == "ok"]
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
@@ -224,6 +229,7 @@ def test_plot_needs_matplotlib_and_says_so(quick_sweep, tmp_path, monkeypatch, c
     assert "pip install 'lightning-synflow[plots]'" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # runs sweeps of real fits
 def test_wandb_offline_runs_are_grouped_tagged_and_configured(tmp_path, monkeypatch):
     wandb = pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -249,6 +255,7 @@ def test_wandb_offline_runs_are_grouped_tagged_and_configured(tmp_path, monkeypa
     assert b"digits-grid" in written and b"compression=100" in written
 
 
+@pytest.mark.slow  # runs sweeps of real fits
 def test_wandb_sweep_file_and_its_command_runs_one_grid_point(tmp_path, monkeypatch):
     sweep_file = tmp_path / "sweep.yaml"
     output = tmp_path / "out"
@@ -278,6 +285,7 @@ def test_wandb_sweep_file_and_its_command_runs_one_grid_point(tmp_path, monkeypa
     assert loggers["CSVLogger"]["save_dir"] == str(output / "runs" / "random-c100-s1")
 
 
+@pytest.mark.slow  # runs sweeps of real fits
 def test_refused_override_stops_before_any_run_and_can_be_corrected(tmp_path, capsys):
     point = ["--method=magnitude", "--compression=10", "--seed=0", "--quick", "--output", str(tmp_path)]
     with pytest.raises(SystemExit) as refused:

@@ -264,6 +264,7 @@ def test_progress_bar(capsys):
     assert "Pruning (synflow)" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_core_does_not_import_lightning():
     import subprocess
     import sys

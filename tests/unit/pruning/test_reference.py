@@ -8,6 +8,7 @@ import torch
 
 from lightning_synflow import prune
 from lightning_synflow.models import MLP, cifar_resnet, vgg16
+from tests.helpers import slow_cases
 from tests.reference_semantics import reference_prune
 
 EXAMPLES = {
@@ -39,7 +40,7 @@ def _compare(ours, reference, final_scores):
             assert int((threshold == tied[0]).sum()) > 1, name
 
 
-@pytest.mark.parametrize("arch", list(EXAMPLES))
+@pytest.mark.parametrize("arch", slow_cases(EXAMPLES, {"vgg16_bn"}))
 @pytest.mark.parametrize("method", ["synflow", "magnitude", "snip", "grasp"])
 def test_single_shot_masks_equal_reference(arch, method):
     build, example = EXAMPLES[arch]
@@ -53,7 +54,10 @@ def test_single_shot_masks_equal_reference(arch, method):
     _compare(ours, reference, scores)
 
 
-@pytest.mark.parametrize(("arch", "iterations"), [("resnet20", 100), ("mlp", 100), ("vgg16_bn", 20)])
+@pytest.mark.parametrize(
+    ("arch", "iterations"),
+    slow_cases([("resnet20", 100), ("mlp", 100), ("vgg16_bn", 20)], {("resnet20", 100), ("vgg16_bn", 20)}),
+)
 def test_iterative_synflow_follows_reference(arch, iterations):
     build, example = EXAMPLES[arch]
     torch.manual_seed(0)

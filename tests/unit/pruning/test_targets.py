@@ -97,6 +97,7 @@ def _encoder():
 
 
 @pytest.mark.filterwarnings("ignore:.*score of exactly zero:UserWarning")  # ReLU units dead after LayerNorm
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["synflow", "magnitude"])
 def test_transformer_encoder_pruned_with_exact_count_and_finite_scores(method):
     from lightning_synflow import prune, score
