@@ -1,7 +1,7 @@
 """The installed entry points in real processes: exit code 0 after a run, 2 and one short message for a refused value.
 
 Each process spends most of its seconds importing torch and Lightning, so there are three, started together; every
-test reads the outcome of its own. ``tests/test_cli.py`` covers the other cases in-process.
+test reads the outcome of its own. ``tests/unit/cli/test_program.py`` covers the other cases in-process.
 """
 
 import os
