@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench paper clean docs typecheck wheel-check
+.PHONY: install demo test test-fast lint bench paper clean docs typecheck wheel-check
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: $(STAMP)
 # The whole suite (about 4 minutes on 2 idle cores). Any failure, "no tests collected" included, fails.
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The unit tests and the quick integration ones (under a minute on 2 idle cores): everything but
+# `@pytest.mark.slow` (ImageNet-sized networks, subprocesses, DDP/FSDP spawns, scripts, docs, packaging).
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -87,7 +87,7 @@ nitpick_ignore_regex = [
     (r"py:.*", r"MisconfigurationException"),  # Lightning's
     # Private names are never documented (a private base class shown by show-inheritance, say).
     (r"py:.*", r"(.*\.)?_[A-Za-z]\w*"),
-    # Nor are the internal modules behind the documented ones (INTERNAL_MODULES in tests/test_docs.py):
+    # Nor are the internal modules behind the documented ones (INTERNAL_MODULES in tests/integration/test_docs.py):
     # their classes in the signatures of documented internals stay plain text.
     (
         r"py:.*",

@@ -1,5 +1,8 @@
+"""Settings every test runs under, and the fixtures tests share."""
+
 import os
 import warnings
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -15,3 +18,20 @@ def _seed():
     torch.manual_seed(0)
     with warnings.catch_warnings():
         yield
+
+
+@pytest.fixture
+def fit_config(tmp_path, monkeypatch) -> Callable[[str], object]:
+    """Run ``lightning-synflow fit`` in-process on a YAML config text, in ``tmp_path``; returns its SynFlowPruning."""
+    from lightning_synflow import SynFlowPruning
+    from lightning_synflow.cli import cli_main
+
+    def fit(text: str) -> SynFlowPruning:
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / "config.yaml").write_text(text)
+        arguments = ["fit", "--config", str(tmp_path / "config.yaml"), "--trainer.callbacks.init_args.verbose", "false"]
+        cli = cli_main(arguments)
+        (pruning,) = [c for c in cli.trainer.callbacks if isinstance(c, SynFlowPruning)]
+        return pruning
+
+    return fit

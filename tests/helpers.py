@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
+from pathlib import Path
+
+import pytest
 import torch
 from torch import nn
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+"""The repository's root folder (configs/, examples/, docs/ and the package live there)."""
+
+
+def slow_cases(cases: Iterable[object], slow: Collection[object]) -> list[object]:
+    """``cases`` for ``pytest.mark.parametrize``, the ones in ``slow`` marked ``slow`` (same test ids)."""
+    return [
+        pytest.param(*c if isinstance(c, tuple) else (c,), marks=pytest.mark.slow) if c in slow else c for c in cases
+    ]
 
 
 def mlp(widths: list[int], bias: bool = True, classes: int = 3) -> nn.Sequential:
@@ -37,10 +51,50 @@ def linearized_flow(model: nn.Module, example: torch.Tensor) -> float:
         return float(net(torch.ones((1, *example.shape[1:]), dtype=torch.float64)).sum())
 
 
+class WithUnused(nn.Module):
+    """Two 8 -> 8 linear layers, only ``used`` on the path from input to output."""
+
+    def __init__(self):
+        super().__init__()
+        self.used = nn.Linear(8, 8)
+        self.unused = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.used(x)
+
+
 # -- Lightning helpers ---------------------------------------------------------------------------
 
 from lightning.pytorch import Callback, LightningModule, Trainer  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+
+def random_batches(features: int = 32, samples: int = 64, batch_size: int = 8, classes: int = 4) -> DataLoader:
+    """Seeded random inputs labelled by the signs of their first two features (up to four classes)."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(samples, features, generator=generator)
+    y = (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()
+    return DataLoader(TensorDataset(x, y % classes), batch_size=batch_size)
+
+
+class TinyClassifier(LightningModule):
+    """``net`` trained with cross-entropy on :func:`random_batches`; subclasses pick the layers and the optimizer."""
+
+    def __init__(self, net: nn.Module, features: int, samples: int = 64):
+        super().__init__()
+        self.net = net
+        self.features, self.samples = features, samples
+        self.example_input_array = torch.zeros(1, features)
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self(x), y)
+
+    def train_dataloader(self):
+        return random_batches(self.features, self.samples)
 
 
 class SmallNet(LightningModule):
@@ -73,10 +127,7 @@ class SmallNet(LightningModule):
         return None
 
     def train_dataloader(self):
-        generator = torch.Generator().manual_seed(0)
-        x = torch.randn(64, 32, generator=generator)
-        y = (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()
-        return DataLoader(TensorDataset(x, y), batch_size=8)
+        return random_batches()
 
     def configure_optimizers(self):
         params = list(self.parameters())
@@ -130,3 +181,36 @@ def quiet_trainer(**kwargs) -> Trainer:
     )
     defaults.update(kwargs)
     return Trainer(**defaults)
+
+
+# -- CLI helpers ---------------------------------------------------------------------------------
+
+import yaml  # noqa: E402
+
+
+def digits_mlp_config(trainer: dict, pruning: dict) -> str:
+    """A quiet ``fit`` config as YAML: an MLP on the digits data, pruned by ``SynFlowPruning(**pruning)``."""
+    config = {
+        "seed_everything": 0,
+        "model": {
+            "class_path": "lightning_synflow.models.ImageClassifier",
+            "init_args": {
+                "model": {
+                    "class_path": "lightning_synflow.models.MLP",
+                    "init_args": {"in_features": 64, "hidden": [16], "num_classes": 10},
+                },
+                "num_classes": 10,
+                "input_shape": [64],
+            },
+        },
+        "data": {"class_path": "lightning_synflow.data.DigitsDataModule"},
+        "trainer": {
+            **trainer,
+            "limit_val_batches": 0,
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_progress_bar": False,
+            "callbacks": [{"class_path": "lightning_synflow.SynFlowPruning", "init_args": pruning}],
+        },
+    }
+    return yaml.safe_dump(config, sort_keys=False)

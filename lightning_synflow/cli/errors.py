@@ -11,7 +11,7 @@ one raised elsewhere while training, which keeps its traceback.
 jsonargparse's errors are plain ``TypeError`` / ``ValueError`` / ``ArgumentError`` whose only content is their
 text: they carry no key, type or value as attributes, and the chain of causes adds only more text (a ``Union``
 error chains the first alternative's error only). So the short form is read from the text, with the patterns
-below. ``tests/test_cli_errors.py`` builds each of these messages with jsonargparse itself and fails when
+below. ``tests/unit/cli/test_errors.py`` builds each of these messages with jsonargparse itself and fails when
 jsonargparse words them otherwise; a message no pattern recognises is shown whole, with the same exit code.
 """
 

@@ -19,7 +19,7 @@ from lightning_synflow.pruning.finish import (
 )
 from lightning_synflow.pruning.inputs import ExampleInput, validate_example_input
 from lightning_synflow.pruning.loop import IterationHook, ScoringData, run_loop, scorer_for
-from lightning_synflow.pruning.schedule import Schedule, prune_count
+from lightning_synflow.pruning.schedule import Schedule
 from lightning_synflow.pruning.scores import Batch, BatchLoss, LossFn
 from lightning_synflow.pruning.settings import DATA_METHODS, Method, PruningSettings, Scope
 from lightning_synflow.pruning.sharded import prune_sharded
