@@ -68,7 +68,20 @@ def test_wandb_offline_receives_metrics_table_and_chart(tmp_path, monkeypatch):
     assert (tmp_path / "wandb").is_dir()
 
 
-def test_terminal_table_and_no_logger(caplog):
+@pytest.fixture
+def lightning_log(caplog, monkeypatch):
+    """caplog that sees Lightning's INFO messages whatever other tests left behind: Lightning stops propagating
+    them when first imported while the root logger has no handler, and a logger level can stay raised."""
+    logger = logging.getLogger("lightning.pytorch")
+    monkeypatch.setattr(logger, "propagate", True)
+    level = logger.level
+    logger.setLevel(logging.NOTSET)
+    yield caplog
+    logger.setLevel(level)
+
+
+def test_terminal_table_and_no_logger(lightning_log):
+    caplog = lightning_log
     with caplog.at_level(logging.INFO):
         pruning = _prune_with(False)
     text = caplog.text
@@ -76,7 +89,8 @@ def test_terminal_table_and_no_logger(caplog):
     assert pruning.masks is not None
 
 
-def test_quiet_when_not_verbose(caplog):
+def test_quiet_when_not_verbose(lightning_log):
+    caplog = lightning_log
     with caplog.at_level(logging.INFO):
         pruning = SynFlowPruning(sparsity=0.75, progress=False, verbose=False)
         quiet_trainer(callbacks=[pruning], max_steps=1).fit(SmallNet())
