@@ -1,5 +1,6 @@
 """Settings every test runs under, and the fixtures tests share."""
 
+import logging
 import os
 import warnings
 from collections.abc import Callable
@@ -13,11 +14,20 @@ os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def _logger_levels() -> dict[str, int]:
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    return {logger.name: logger.level for logger in loggers if isinstance(logger, logging.Logger)}
+
+
 @pytest.fixture(autouse=True)
 def _seed():
+    """Seed 0, and give back the warning filters and logger levels a test (or a script it runs) changed."""
     torch.manual_seed(0)
+    levels = _logger_levels()
     with warnings.catch_warnings():
         yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 @pytest.fixture
