@@ -3,6 +3,7 @@
 import hashlib
 import json
 import pickle
+import socket
 
 import pytest
 import torch
@@ -11,6 +12,17 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_synflow import SynFlowPruning, masks_from_checkpoint
 from tests.helpers import SmallNet, quiet_trainer
+
+
+@pytest.fixture(autouse=True)
+def _fresh_port(monkeypatch):
+    """A free port for each spawn: Lightning keeps the first MASTER_PORT it picks in os.environ and reuses it,
+    so a later spawn can find it taken (EADDRINUSE) by a store an earlier test left listening."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MASTER_PORT", str(port))
+
 
 pytestmark = pytest.mark.slow  # spawns two DDP processes per case
 
