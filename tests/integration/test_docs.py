@@ -500,3 +500,12 @@ def test_changelog_and_citation_name_the_package_version() -> None:
     paper = citation["preferred-citation"]
     assert "2006.05467" in str(paper.get("identifiers", "")) + str(paper.get("url", ""))
     assert [author["family-names"] for author in paper["authors"]] == ["Tanaka", "Kunin", "Yamins", "Ganguli"]
+
+
+def test_the_references_multishot_is_described_as_its_current_code_rewinds():
+    # Its code since fix 4f834fd rewinds every `.weight`/`.bias` entry; only BatchNorm statistics are not rewound.
+    docs = "\n".join(path.read_text() for path in [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))])
+    flat = " ".join(docs.split())
+    assert "so only its optimizer and LR scheduler are reset" not in flat
+    assert "ends in `.weight` or `.bias` to its initial value" in flat
+    assert "it does not rewind BatchNorm's running statistics" in flat
